@@ -1,0 +1,141 @@
+"""The limit: the service's own pipeline in one process, without HTTP.
+
+Uses the service's code (``service.preprocess``, ``service.session.ModelSession``) with the
+same Settings the HTTP service gets, on the same photos, so the only difference left against
+the HTTP figures is the web layer and the batcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.photos import Photo
+from benchmarks.stats import RunStats, summarize
+from service.config import Settings, load_settings
+from service.preprocess import preprocess
+from service.schemas import PreprocessingSpec
+from service.session import ModelSession
+
+ENV_PREFIX = "EFFICIENTNET_"
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The Settings the service builds from the same EFFICIENTNET_* variables."""
+    fields = {
+        k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+    }
+    return load_settings(**fields)
+
+
+def open_session(env: dict[str, str]) -> tuple[ModelSession, Settings]:
+    settings = settings_from_env(env)
+    session = ModelSession.load(settings)
+    session.warm_up()
+    return session, settings
+
+
+def _timed_loop(step: Callable[[int], None], count: int, max_seconds: float) -> RunStats:
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + max_seconds
+    for i in range(count):
+        t0 = time.perf_counter()
+        step(i)
+        latencies.append(time.perf_counter() - t0)
+        if t0 > deadline:
+            break
+    return summarize(latencies, time.perf_counter() - start)
+
+
+def decode_preprocess_ms(
+    photos: list[Photo], spec: PreprocessingSpec, max_pixels: int, repeats: int
+) -> dict[str, float]:
+    """Median decode + preprocess time per image size (all photos of that size pooled)."""
+    by_size: dict[str, list[float]] = collections.defaultdict(list)
+    for photo in photos:
+        preprocess(photo.data, spec, max_pixels)  # first call pays lazy imports
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            preprocess(photo.data, spec, max_pixels)
+            by_size[f"{photo.size[0]}x{photo.size[1]}"].append((time.perf_counter() - t0) * 1e3)
+    return {size: statistics.median(times) for size, times in by_size.items()}
+
+
+def sequential(
+    session: ModelSession,
+    photos: list[Photo],
+    spec: PreprocessingSpec,
+    max_pixels: int,
+    count: int,
+    max_seconds: float,
+) -> RunStats:
+    """One image at a time: decode + preprocess, then inference at batch 1. Its p50 is the
+    single-image latency the service's c1 latency is held against."""
+
+    def step(i: int) -> None:
+        image = preprocess(photos[i % len(photos)].data, spec, max_pixels)
+        session.run(image[np.newaxis])
+
+    return _timed_loop(step, count, max_seconds)
+
+
+def pipelined(
+    session: ModelSession,
+    photos: list[Photo],
+    spec: PreprocessingSpec,
+    max_pixels: int,
+    workers: int,
+    count: int,
+    max_seconds: float,
+) -> RunStats:
+    """Decoding in a pool of `workers` threads overlapped with batch-1 inference in this
+    thread: what the service aims for, without HTTP. Latency runs from submit to logits."""
+    start = time.perf_counter()
+    deadline = start + max_seconds
+    latencies: list[float] = []
+    in_flight: collections.deque[tuple[float, Future[np.ndarray]]] = collections.deque()
+    with ThreadPoolExecutor(workers) as pool:
+        submitted = 0
+        while submitted < count or in_flight:
+            while (
+                submitted < count and len(in_flight) <= workers and time.perf_counter() < deadline
+            ):
+                data = photos[submitted % len(photos)].data
+                in_flight.append(
+                    (time.perf_counter(), pool.submit(preprocess, data, spec, max_pixels))
+                )
+                submitted += 1
+            if not in_flight:
+                break
+            t0, future = in_flight.popleft()
+            session.run(future.result()[np.newaxis])
+            latencies.append(time.perf_counter() - t0)
+    return summarize(latencies, time.perf_counter() - start)
+
+
+def ort_alone(
+    session: ModelSession, tensors: list[np.ndarray], batch: int, count: int, max_seconds: float
+) -> RunStats:
+    """onnxruntime only, on already preprocessed uint8 tensors; throughput in images/s."""
+    batches = [
+        np.ascontiguousarray(np.stack([tensors[(i + j) % len(tensors)] for j in range(batch)]))
+        for i in range(len(tensors))
+    ]
+    stats = _timed_loop(lambda i: session.run(batches[i % len(batches)]), count, max_seconds)
+    # Per-call latency, but images (not calls) per second.
+    return RunStats(**{**stats.as_dict(), "throughput": stats.throughput * batch})
+
+
+def preprocessed(photos: list[Photo], spec: PreprocessingSpec, max_pixels: int) -> list[np.ndarray]:
+    return [preprocess(p.data, spec, max_pixels) for p in photos]
+
+
+def model_path_for(env: dict[str, str]) -> Path:
+    return settings_from_env(env).resolved_model_path

@@ -1,0 +1,152 @@
+"""Starting a server as its own process, timing it to ready, watching its memory, stopping it.
+
+Memory comes from /proc (Linux): the resident set of the process and its children, sampled
+while the load runs, and each process's own high-water mark (VmHWM) read before it exits,
+so a peak between two samples is not missed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(c) for c in task.read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(pid: int) -> int:
+    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) * 1024
+
+
+def tree_hwm_bytes(pid: int) -> int:
+    """Sum of each process's own peak RSS: an upper bound on the tree's peak."""
+    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) * 1024
+
+
+@dataclass
+class RssSampler:
+    """Samples the process tree's RSS in a background thread until stopped."""
+
+    pid: int
+    interval_s: float = 0.05
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.pid))
+
+
+@dataclass
+class Server:
+    """A server process started by the benchmark, with the time it took to become ready."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    ready_s: float
+    log_path: Path
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_server(
+    name: str,
+    argv: list[str],
+    port: int,
+    env: dict[str, str],
+    log_path: Path,
+    ready_path: str = "/readyz",
+    timeout_s: float = 120.0,
+) -> Server:
+    """Start `argv` and poll `ready_path` until 200; `ready_s` runs from just before the
+    process is spawned to the first 200, so it includes interpreter start and imports."""
+    base_url = f"http://127.0.0.1:{port}"
+    log = log_path.open("wb")
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = start + timeout_s
+    with httpx.Client(timeout=1.0) as client:
+        while time.perf_counter() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode} before ready; log:\n"
+                    + log_path.read_text(errors="replace")[-3000:]
+                )
+            try:
+                if client.get(base_url + ready_path).status_code == 200:
+                    ready_s = time.perf_counter() - start
+                    return Server(name, process, base_url, ready_s, log_path)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+    process.kill()
+    raise RuntimeError(f"{name} not ready after {timeout_s} s; log: {log_path}")
+
+
+def python_argv(*args: str) -> list[str]:
+    return [sys.executable, *args]

@@ -1,0 +1,253 @@
+"""`make bench`: the limit, the service over HTTP and the PyTorch-eager alternative, side by
+side in one run, with every issue-7 target checked. Writes artifacts/bench-<time>.{md,json}.
+
+    python -m benchmarks                 # full run (~10 min on 2 cores)
+    python -m benchmarks --quick         # tiny counts: checks the harness end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import inprocess
+from benchmarks.machine import conditions, load_average
+from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
+from benchmarks.photos import Photo, make_photo_set
+from benchmarks.procs import RssSampler, Server, free_port, start_server, tree_hwm_bytes
+from benchmarks.report import (
+    CONCURRENCY_LEVELS,
+    ServerResult,
+    VariantResult,
+    evaluate,
+    figures_table,
+    targets_table,
+)
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How much each measurement does; every one is bounded by count and by time."""
+
+    sequential: int
+    pipelined: int
+    ort: int
+    decode_repeats: int
+    requests: int  # per concurrency level (at least the level itself)
+    level_seconds: float
+    inprocess_seconds: float
+    warmup_per_connection: int
+
+
+FULL = Counts(60, 120, 200, 5, 300, 20.0, 20.0, 2)
+QUICK = Counts(6, 6, 6, 1, 4, 10.0, 5.0, 0)
+
+
+def service_env(variant: str, model: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        "EFFICIENTNET_VARIANT": variant,
+        "EFFICIENTNET_MODEL_PATH": str(model),
+        "EFFICIENTNET_DEVICE": "cpu",
+        "EFFICIENTNET_HOST": "127.0.0.1",
+        "EFFICIENTNET_PORT": str(port),
+        "EFFICIENTNET_LOG_LEVEL": "warning",
+    }
+    return {**env, **extra}
+
+
+def run_inprocess(
+    env: dict[str, str], photos: list[Photo], counts: Counts
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    session, settings = inprocess.open_session(env)
+    spec, max_px = session.metadata.preprocessing, settings.max_image_pixels
+    workers, _ = settings.thread_counts()
+    secs = counts.inprocess_seconds
+    decode = inprocess.decode_preprocess_ms(photos, spec, max_px, counts.decode_repeats)
+    seq = inprocess.sequential(session, photos, spec, max_px, counts.sequential, secs)
+    pipe = inprocess.pipelined(session, photos, spec, max_px, workers, counts.pipelined, secs)
+    tensors = inprocess.preprocessed(photos, spec, max_px)
+    ort = inprocess.ort_alone(session, tensors, 1, counts.ort, secs)
+    stats = {"sequential": seq, "pipelined": pipe, "ort_batch1": ort}
+    return {k: v.as_dict() for k, v in stats.items()}, decode
+
+
+def run_level(server: Server, photos: list[Photo], level: int, counts: Counts) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "benchmarks.loadgen", "--url", server.base_url + "/classify"]
+    for photo in photos:
+        argv += ["--file", str(photo.path)]
+    argv += [
+        "--concurrency", str(level),
+        "--requests", str(max(counts.requests, level)),
+        "--max-seconds", str(counts.level_seconds),
+        "--warmup", str(level * counts.warmup_per_connection),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if not done.stdout.strip():
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout))
+
+
+def measure_server(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    photos: list[Photo],
+    counts: Counts,
+    levels: tuple[int, ...],
+    log_dir: Path,
+) -> ServerResult:
+    server = start_server(name, argv, port, env, log_dir / f"{name}-{port}.log")
+    try:
+        result = ServerResult(name, server.ready_s, 0.0)
+        peak = 0
+        for level in levels:
+            with RssSampler(server.process.pid) as sampler:
+                result.levels[level] = run_level(server, photos, level, counts)
+            peak = max(peak, sampler.peak_bytes, tree_hwm_bytes(server.process.pid))
+            print(f"    {name} c{level}: {_brief(result.levels[level])}", flush=True)
+        result.peak_rss_mb = peak / MB
+    finally:
+        server.stop()
+    return result
+
+
+def _brief(level: dict[str, Any]) -> str:
+    text = f"{level.get('throughput', 0):.1f} img/s"
+    if level.get("count"):
+        text += f", p50 {level['p50_ms']:.0f} ms, p99 {level['p99_ms']:.0f} ms"
+    if level.get("errors"):
+        text += f", {level['errors']} errors ({level.get('first_error')})"
+    return text
+
+
+def run_variant(
+    variant: str, weights: str, args: argparse.Namespace, photos: list[Photo], log_dir: Path
+) -> VariantResult:
+    counts = QUICK if args.quick else FULL
+    levels = tuple(args.levels)
+    model = ensure_model(variant, weights, args.models_dir)
+    print(f"== {variant} ({weights} weights): {model}", flush=True)
+    port = free_port()
+    env = service_env(variant, model, port, dict(args.service_env))
+    inproc, decode = run_inprocess(env, photos, counts)
+    print(
+        f"    in-process: { {k: round(v['throughput'], 1) for k, v in inproc.items()} } img/s",
+        flush=True,
+    )
+    result = VariantResult(variant, weights, inproc, decode)
+    service_argv = [sys.executable, "-m", "service"]
+    result.service = measure_server(
+        "service", service_argv, env, port, photos, counts, levels, log_dir
+    )
+    if not args.skip_torch:
+        torch_port = free_port()
+        torch_argv = [sys.executable, "-m", "benchmarks.baseline_torch_app", "--model", str(model)]
+        torch_argv += ["--port", str(torch_port)]
+        result.torch = measure_server(
+            "torch-eager", torch_argv, {}, torch_port, photos, counts, levels, log_dir
+        )
+    return result
+
+
+def top1_agreement(result: VariantResult) -> str:
+    if not (result.service and result.torch):
+        return ""
+    svc = {k: v for lvl in result.service.levels.values() for k, v in lvl.get("top1", {}).items()}
+    ref = {k: v for lvl in result.torch.levels.values() for k, v in lvl.get("top1", {}).items()}
+    shared = sorted(set(svc) & set(ref))
+    same = sum(svc[k] == ref[k] for k in shared)
+    detail = ", ".join(f"{k}: {svc[k]}" for k in shared)
+    return f"- top-1 service vs torch eager: {same}/{len(shared)} photos agree ({detail})"
+
+
+def render(
+    results: list[VariantResult],
+    targets_md: str,
+    cond: dict[str, str],
+    command: str,
+    wall_s: float,
+) -> str:
+    lines = [
+        f"### Benchmark run {cond['date']}",
+        "",
+        f"Command: `{command}` ({wall_s / 60:.1f} min)",
+        "",
+        f"Machine: {cond['cpu']}, {cond['cores']} cores; load average at start "
+        f"{cond['load_average_at_start']}, at end {load_average()}; git {cond['git']}; "
+        f"Python {cond['python']}, onnxruntime {cond['onnxruntime']}, torch {cond['torch']}, "
+        f"Pillow {cond['pillow']}.",
+        "",
+        "Photos: scikit-image's chelsea, coffee and astronaut at 640x480 and 4032x3024 "
+        "(quality-90 JPEG), requests cycle through all six.",
+        "",
+    ]
+    for result in results:
+        lines += [figures_table(result), top1_agreement(result), ""]
+    lines += ["#### Targets", "", targets_md, ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="EfficientNet service benchmarks (issue 7)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--variants", default="b0,lite0", help="comma-separated")
+    parser.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY_LEVELS))
+    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
+    parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
+    parser.add_argument("--skip-torch", action="store_true", help="no PyTorch-eager baseline")
+    parser.add_argument(
+        "--service-env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="extra EFFICIENTNET_* settings for the service and the in-process pipeline",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fail-on-target", action="store_true", help="exit 1 when any target fails"
+    )
+    return parser.parse_args(argv)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("EFFICIENTNET_"):
+        raise argparse.ArgumentTypeError(f"expected EFFICIENTNET_NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    cond = conditions()
+    start = time.perf_counter()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = args.out_dir / "bench-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results: list[VariantResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        photos = make_photo_set(Path(tmp) / "photos")
+        for variant in args.variants.split(","):
+            weights = DEFAULT_WEIGHTS.get(variant, "random")
+            results.append(run_variant(variant, weights, args, photos, log_dir))
+    targets = [t for r in results for t in evaluate(r, strict_resources=r.variant == "b0")]
+    md = render(results, targets_table(targets), cond, command.strip(), time.perf_counter() - start)
+    md_path = args.out_dir / f"bench-{stamp}.md"
+    md_path.write_text(md + "\n")
+    payload = {
+        "conditions": cond,
+        "command": command.strip(),
+        "results": [asdict(r) for r in results],
+        "targets": [{**asdict(t), "passed": t.passed} for t in targets],
+    }
+    md_path.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(md)
+    print(f"written: {md_path} and {md_path.with_suffix('.json')}")
+    failed = [t for t in targets if not t.passed]
+    return 1 if failed and args.fail_on_target else 0
