@@ -1,0 +1,105 @@
+"""Service configuration from ``EFFICIENTNET_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import StartupError
+
+Variant = Literal[
+    "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite0", "lite1", "lite2", "lite3", "lite4"
+]
+Device = Literal["auto", "cuda", "cpu"]
+ENV_PREFIX = "EFFICIENTNET_"
+MiB = 1024 * 1024
+
+# Batching defaults per provider, from measurement (docs/api.md, "Batching"): on a 2-core CPU
+# one image per session.run is fastest per image (larger batches only add queueing delay), while
+# on a GPU batching multiplies throughput.
+CPU_BATCHING = (1, 0.0)
+GPU_BATCHING = (32, 2.0)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int
+    max_delay_ms: float
+
+
+class Settings(BaseSettings):
+    """All knobs; each field is the env var ``EFFICIENTNET_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    variant: Variant = "lite0"
+    model_dir: Path = Path("models")
+    model_path: Path | None = None
+    device: Device = "auto"
+
+    # None = the provider's measured default (see CPU_BATCHING / GPU_BATCHING).
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    max_batch_delay_ms: float | None = Field(default=None, ge=0, le=1000)
+    max_queue: int = Field(default=256, ge=1, le=100_000)
+    max_batch_files: int = Field(default=32, ge=1, le=1024)
+
+    max_upload_bytes: int = Field(default=20 * MiB, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    api_key: SecretStr | None = None
+
+    # None = derived from the core count (see thread_counts()).
+    preprocess_threads: int | None = Field(default=None, ge=1, le=256)
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("api_key", "model_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `EFFICIENTNET_API_KEY=` in a compose file means "no key", not "the empty key".
+        return None if value == "" else value
+
+    @property
+    def resolved_model_path(self) -> Path:
+        return self.model_path or self.model_dir / f"efficientnet_{self.variant}.onnx"
+
+    def batch_policy(self, provider: str) -> BatchPolicy:
+        size, delay = CPU_BATCHING if provider == "CPUExecutionProvider" else GPU_BATCHING
+        return BatchPolicy(
+            max_batch_size=self.max_batch_size or size,
+            max_delay_ms=delay if self.max_batch_delay_ms is None else self.max_batch_delay_ms,
+        )
+
+    def thread_counts(self) -> tuple[int, int]:
+        """(preprocessing pool size, onnxruntime intra-op threads).
+
+        Both default to the core count: inference and decoding take turns on the cores
+        (onnxruntime's threads do not spin, see session.py), so neither side idles a core.
+        """
+        cores = os.cpu_count() or 1
+        return (self.preprocess_threads or cores, self.intra_op_threads or cores)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    name = ENV_PREFIX + field.upper()
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f"={given!r}"
+    return f"invalid {name}{shown}: {error['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value raises StartupError naming the variable and the rule."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise StartupError("; ".join(_describe(e) for e in exc.errors())) from None

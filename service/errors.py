@@ -1,0 +1,117 @@
+"""One error type for everything the service refuses, turned into one JSON shape by the app."""
+
+from __future__ import annotations
+
+
+class StartupError(Exception):
+    """The service cannot start: bad configuration, missing or unusable model.
+
+    Its message is a single human-readable line; ``python -m service`` prints it and exits non-zero.
+    """
+
+
+class ServiceError(Exception):
+    """A request the service refuses; rendered as ``{"error": {"code", "message"}}``."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if code is not None:
+            self.code = code
+        self.headers = headers
+
+
+class BadImage(ServiceError):
+    """Empty, truncated or corrupt upload (400)."""
+
+    status_code = 400
+    code = "bad_image"
+
+
+class EmptyBody(BadImage):
+    code = "empty_body"
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+    code = "bad_request"
+
+
+class UnsupportedMediaType(ServiceError):
+    """Not an image, or an image format the service does not decode (415)."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body over the byte limit (413)."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    """Pixel count over the limit: a decompression bomb or simply too big (413)."""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotReady(ServiceError):
+    """Model not loaded or warmed yet, or shutting down (503)."""
+
+    status_code = 503
+    code = "not_ready"
+
+    def __init__(self, message: str = "model is not ready", retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class QueueFull(ServiceError):
+    """The bounded batching queue is full: back off and retry (503)."""
+
+    status_code = 503
+    code = "queue_full"
+
+    def __init__(self, message: str = "server busy, retry later", retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class RequestTimeout(ServiceError):
+    """The request did not finish within EFFICIENTNET_REQUEST_TIMEOUT_S."""
+
+    status_code = 504
+    code = "timeout"
+
+
+class BodyTimeout(ServiceError):
+    """The client did not finish sending its body in time (slow upload)."""
+
+    status_code = 408
+    code = "body_timeout"
+
+
+class InferenceFailed(ServiceError):
+    status_code = 500
+    code = "inference_failed"
