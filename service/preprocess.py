@@ -1,0 +1,122 @@
+"""Upload bytes → the model's uint8 input, as torchvision's ``ImageClassification`` eval transform.
+
+Runs in the preprocessing thread pool (Pillow releases the GIL while decoding and resizing).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
+from .schemas import PreprocessingSpec
+
+# The formats the service promises; anything else Pillow might sniff (e.g. PSD, EPS via
+# Ghostscript) is refused up front instead of widening the attack surface.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+# JPEG draft mode downsizes in the DCT domain (by 1/2, 1/4 or 1/8) while decoding. Keeping the
+# drafted image at least this many times the resize target leaves the final antialiased resize
+# enough pixels that the result stays within 1/255 of a full decode (tests/service/test_preprocess).
+DRAFT_HEADROOM = 2
+
+# 16-bit and 32-bit integer samples (PNG/TIFF) map 0..65535 onto 0..255; Pillow's own
+# convert("RGB") would clip them instead, turning most 16-bit photos white.
+_WIDE_INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+WHITE = (255, 255, 255)
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Parse only the header; refuse empty bodies, non-images and oversized canvases."""
+    if not data:
+        raise EmptyBody("empty body: send an image file")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below decides; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType(
+            "not an image, or a format the service does not decode "
+            f"(supported: {', '.join(FORMATS)})"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image too large: {exc}") from None
+    except Exception as exc:  # a header Pillow recognizes but cannot parse
+        raise BadImage(f"corrupt image header: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        )
+    if width < 1 or height < 1:
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode → RGB: alpha composited over white, palette expanded, 16-bit scaled to 8-bit."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in _WIDE_INT_MODES:
+        wide = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
+    """Decode an upload to an upright RGB image; raises ServiceError 400/413/415.
+
+    ``draft_to``: the shorter side the caller will resize to; lets big JPEGs decode smaller.
+    """
+    img = open_image(data, max_pixels)
+    try:
+        if draft_to and img.format == "JPEG":
+            side = draft_to * DRAFT_HEADROOM
+            img.draft(img.mode, (side, side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image too large: {exc}") from None
+    except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
+        raise BadImage(f"truncated or corrupt image: {exc}") from None
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision's rule: shorter side → ``size``, longer side keeps the aspect (floored)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
+    """RGB image → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph)."""
+    width, height = resized_size(*img.size, spec.resize_size)
+    resized = img.resize((width, height), RESAMPLE[spec.interpolation])
+    crop = spec.crop_size
+    # torchvision's center_crop rounds the offsets the same way.
+    top = round((height - crop) / 2.0)
+    left = round((width - crop) / 2.0)
+    return np.asarray(resized.crop((left, top, left + crop, top + crop)))
+
+
+def preprocess(data: bytes, spec: PreprocessingSpec, max_pixels: int) -> np.ndarray:
+    """Upload bytes → uint8 HWC model input."""
+    return to_model_input(decode_image(data, max_pixels, draft_to=spec.resize_size), spec)
