@@ -1,0 +1,171 @@
+"""The FastAPI app: factory, lifespan (load → warm up → serve → drain), error rendering.
+
+``uvicorn service.app:app`` works: the module-level ``app`` is built on first access and never
+loads a model at import time (the lifespan does). ``python -m service`` is the recommended start:
+it validates settings and the model first and exits with one clear line when they are wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import onnxruntime as ort
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from . import __version__, routes
+from .batcher import Batcher
+from .config import Settings, load_settings
+from .errors import ServiceError
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .responses import error_response, service_error_response
+from .runtime import Runtime
+from .session import ModelSession
+
+log = logging.getLogger("service")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> Runtime:
+    metrics: Metrics = app.state.metrics
+    policy = settings.batch_policy(session.provider)
+    preprocess_threads, intra_op = settings.thread_counts()
+    batcher = Batcher(
+        session.run,
+        max_batch_size=policy.max_batch_size,
+        max_delay_ms=policy.max_delay_ms,
+        max_queue=settings.max_queue,
+        metrics=metrics,
+    )
+    executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="preprocess")
+    metrics.set_model(
+        variant=session.metadata.variant,
+        provider=session.provider,
+        sha256=session.sha256,
+        ort_version=ort.__version__,
+    )
+    log.info(
+        "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, queue %d; "
+        "%d preprocessing threads, %d onnxruntime threads",
+        session.path, session.metadata.variant, session.sha256[:12], session.provider,
+        policy.max_batch_size, policy.max_delay_ms, settings.max_queue,
+        preprocess_threads, intra_op,
+    )  # fmt: skip
+    return Runtime(settings, session, batcher, metrics, executor, policy)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    # Pillow refuses images over twice this at open(); keep it in step with our own limit so
+    # no code path decodes more than the configured maximum.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    session = app.state.preloaded_session or await asyncio.to_thread(ModelSession.load, settings)
+    app.state.preloaded_session = None
+    runtime = _build_runtime(app, settings, session)
+    await asyncio.to_thread(session.warm_up, {1, runtime.batch_policy.max_batch_size})
+    runtime.batcher.start()
+    app.state.runtime = runtime
+    runtime.ready = True
+    runtime.metrics.ready.set(1)
+    log.info("ready: variant %s on %s", session.metadata.variant, session.provider)
+    try:
+        yield
+    finally:
+        # Uvicorn has already let in-flight requests finish; drain whatever is still queued.
+        runtime.ready = False
+        runtime.metrics.ready.set(0)
+        await runtime.batcher.stop()
+        runtime.executor.shutdown(wait=True)
+        log.info("stopped")
+
+
+def _count(request: Request, code: str) -> None:
+    request.app.state.metrics.errors.labels(code).inc()
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    _count(request, exc.code)
+    return service_error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    _count(request, code)
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    _count(request, "invalid_request")
+    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    _count(request, "internal_error")
+    return error_response(500, "internal_error", "internal server error")
+
+
+def create_app(settings: Settings | None = None, *, session: ModelSession | None = None) -> FastAPI:
+    """Build the app; the model loads in its lifespan (or pass an already loaded ``session``)."""
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="EfficientNet classification service",
+        version=__version__,
+        summary="ImageNet classification with EfficientNet B0-B7 / Lite0-Lite4 on onnxruntime",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.preloaded_session = session
+    handlers: dict[Any, Any] = {
+        ServiceError: _service_error,
+        StarletteHTTPException: _http_error,
+        RequestValidationError: _validation_error,
+        Exception: _unexpected_error,
+    }
+    for exc_type, handler in handlers.items():
+        app.add_exception_handler(exc_type, handler)
+    app.include_router(routes.router)
+    # Added last = outermost: metrics see the body limiter's 413s too.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        body_timeout_s=settings.request_timeout_s,
+        metrics=app.state.metrics,
+    )
+    known = [r.path for r in app.routes if "{" not in getattr(r, "path", "{")]
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn service.app:app`: build the app on first access, not at import.
+    if name == "app":
+        globals()["app"] = built = create_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

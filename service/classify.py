@@ -1,0 +1,79 @@
+"""The one way an upload becomes predictions: preprocess (thread pool) → batcher → softmax/top-k.
+
+``/classify``, ``/classify/batch`` and the Open Inference Protocol's BYTES input all call
+``classify_image_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from .batcher import BatchTiming
+from .errors import RequestTimeout
+from .preprocess import preprocess
+from .runtime import Runtime
+from .schemas import ClassifyResponse, Prediction, Timing
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis, in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries of a 1-D array, largest first."""
+    k = min(k, probabilities.shape[-1])
+    part = np.argpartition(-probabilities, k - 1)[:k]
+    return part[np.argsort(-probabilities[part], kind="stable")]
+
+
+async def preprocess_bytes(runtime: Runtime, data: bytes) -> np.ndarray:
+    """Decode + resize + crop in the preprocessing pool, off the event loop."""
+    started = time.perf_counter()
+    spec = runtime.session.metadata.preprocessing
+    loop = asyncio.get_running_loop()
+    image = await loop.run_in_executor(
+        runtime.executor, preprocess, data, spec, runtime.settings.max_image_pixels
+    )
+    runtime.metrics.preprocess.observe(time.perf_counter() - started)
+    return image
+
+
+async def _classify(runtime: Runtime, data: bytes, k: int) -> ClassifyResponse:
+    started = time.perf_counter()
+    image = await preprocess_bytes(runtime, data)
+    preprocessed = time.perf_counter()
+    timing = BatchTiming()
+    logits = await runtime.batcher.submit(image, timing)
+    probabilities = softmax(logits)
+    labels = runtime.session.metadata.labels
+    predictions = [
+        Prediction(index=int(i), label=labels[i], score=float(probabilities[i]))
+        for i in top_k(probabilities, k)
+    ]
+    ms = 1000.0
+    return ClassifyResponse(
+        variant=runtime.session.metadata.variant,
+        predictions=predictions,
+        timing_ms=Timing(
+            preprocess=(preprocessed - started) * ms,
+            queue_wait=timing.queue_wait * ms,
+            inference=timing.inference * ms,
+            total=(time.perf_counter() - started) * ms,
+            batch_size=max(timing.batch_size, 1),
+        ),
+    )
+
+
+async def classify_image_bytes(runtime: Runtime, data: bytes, top_k: int) -> ClassifyResponse:
+    """Encoded image bytes → top-k predictions; ServiceError (4xx/5xx) for anything refused."""
+    timeout = runtime.settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(_classify(runtime, data, top_k), timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"classification did not finish within {timeout:g} s") from None

@@ -1,0 +1,171 @@
+"""ASGI middleware: request-body limits enforced while streaming, and per-route request metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import BodyTimeout, PayloadTooLarge, ServiceError
+from .metrics import Metrics
+from .responses import service_error_response
+
+# The client is still sending a body we will not read: close rather than drain it.
+CLOSE = {"Connection": "close"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class _BodyGuard:
+    """Wraps receive/send for one request: counts body bytes and bounds the time to read them."""
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        max_bytes: int,
+        timeout_s: float,
+        on_error: Callable[[ServiceError], None],
+    ) -> None:
+        self._on_error = on_error
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._deadline: float | None = None
+        self._received = 0
+        self._body_done = False
+        self.failure: ServiceError | None = None
+        self.response_started = False
+        self._swallow = False
+
+    async def receive(self) -> Message:
+        if self.failure is not None:
+            raise self.failure
+        if self._body_done:  # after the body only http.disconnect remains: no deadline
+            return await self._receive()
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + self._timeout_s
+        try:
+            message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
+        except asyncio.TimeoutError:
+            self.failure = BodyTimeout(
+                f"request body not received within {self._timeout_s:g} s", headers=CLOSE
+            )
+            raise self.failure from None
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            self._body_done = not message.get("more_body", False)
+            if self._received > self._max_bytes:
+                self.failure = PayloadTooLarge(
+                    f"request body over the limit of {self._max_bytes} bytes", headers=CLOSE
+                )
+                raise self.failure
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._swallow:
+            return
+        if message["type"] == "http.response.start":
+            if self.failure is not None:
+                # Some library turned our exception into its own response (e.g. a generic 400):
+                # answer with the real reason instead.
+                self._swallow = True
+                self.response_started = True
+                self._on_error(self.failure)
+                response = service_error_response(self.failure)
+                await response({"type": "http"}, self._receive, self._send)
+                return
+            self.response_started = True
+        await self._send(message)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_bytes`` without buffering them; 408 for uploads that trickle.
+
+    A declared Content-Length over the limit is refused before reading a byte; otherwise the
+    bytes are counted as they stream in and the request fails as soon as the count passes it.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, body_timeout_s: float, metrics: Metrics | None = None
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_bytes:
+            error = PayloadTooLarge(
+                f"request body of {length} bytes is over the limit of {self.max_bytes} bytes",
+                headers=CLOSE,
+            )
+            self._count(error)
+            await service_error_response(error)(scope, receive, send)
+            return
+        guard = _BodyGuard(receive, send, self.max_bytes, self.body_timeout_s, self._count)
+        try:
+            await self.app(scope, guard.receive, guard.send)
+        except (PayloadTooLarge, BodyTimeout) as exc:  # escaped the app unhandled
+            if guard.response_started:
+                raise
+            self._count(exc)
+            await service_error_response(exc)(scope, receive, send)
+
+    def _count(self, error: ServiceError) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(error.code).inc()
+
+
+class RequestMetricsMiddleware:
+    """Counts every response by route template and status, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = frozenset(known_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = self._route_label(scope)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+
+    def _route_label(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        if path is not None:
+            return path
+        # Refused before routing (e.g. 413 on Content-Length): still name known paths, but
+        # never label by an arbitrary client path (unbounded cardinality).
+        return scope["path"] if scope["path"] in self.known_paths else "other"

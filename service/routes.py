@@ -1,0 +1,209 @@
+"""HTTP routes: /classify, /classify/batch, /healthz, /readyz, /metadata, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import onnxruntime as ort
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from .classify import classify_image_bytes
+from .dependencies import get_runtime, require_api_key
+from .errors import BadRequest, ServiceError, UnsupportedMediaType
+from .runtime import Runtime
+from .schemas import (
+    BatchingInfo,
+    BatchItem,
+    BatchResponse,
+    ClassifyResponse,
+    ErrorBody,
+    ErrorResponse,
+    HealthResponse,
+    MetadataResponse,
+    ReadyResponse,
+)
+
+RAW_TYPES = ("image/", "application/octet-stream")
+BINARY = {"type": "string", "format": "binary"}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        400: "empty body, corrupt or truncated image, malformed multipart",
+        401: "EFFICIENTNET_API_KEY is set and the bearer token is missing or wrong",
+        408: "the request body was not received within the request timeout",
+        413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES or image over EFFICIENTNET_MAX_IMAGE_PIXELS",
+        415: "not an image, or an unsupported format or content type",
+        422: "invalid parameter (e.g. top_k outside 1..1000)",
+        503: "model not ready, or queue full (with Retry-After)",
+        504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
+    }
+    return {c: {"model": ErrorResponse, "description": described[c]} for c in codes}
+
+
+def _single_upload_body() -> dict[str, Any]:
+    multipart = {"schema": {"type": "object", "required": ["file"], "properties": {"file": BINARY}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": multipart,
+                "image/*": {"schema": BINARY},
+                "application/octet-stream": {"schema": BINARY},
+            },
+        }
+    }
+
+
+def _batch_upload_body() -> dict[str, Any]:
+    files = {"type": "array", "items": BINARY}
+    schema = {"type": "object", "required": ["file"], "properties": {"file": files}}
+    content = {"multipart/form-data": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
+
+router = APIRouter()
+protected = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+async def _read_single_upload(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise BadRequest("multipart upload needs a file in the field 'file'")
+            return await upload.read()
+    if content_type and not content_type.startswith(RAW_TYPES):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' "
+            "field, or the image itself as image/* or application/octet-stream"
+        )
+    return await request.body()
+
+
+@protected.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    summary="Classify one image",
+    openapi_extra=_single_upload_body(),
+    responses=_errors(400, 401, 408, 413, 415, 422, 503, 504),
+)
+async def classify(
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+) -> ClassifyResponse:
+    """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
+    data = await _read_single_upload(request)
+    return await classify_image_bytes(runtime, data, top_k)
+
+
+async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchItem:
+    try:
+        result = await classify_image_bytes(runtime, await upload.read(), k)
+    except ServiceError as exc:
+        runtime.metrics.errors.labels(exc.code).inc()
+        error = ErrorBody(code=exc.code, message=exc.message)
+        return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
+    return BatchItem(filename=upload.filename, result=result, status_code=200)
+
+
+@protected.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    summary="Classify several images",
+    openapi_extra=_batch_upload_body(),
+    responses=_errors(400, 401, 408, 413, 415, 422, 503),
+)
+async def classify_batch(
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+) -> BatchResponse:
+    """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
+    limit = runtime.settings.max_batch_files
+    async with request.form(max_files=limit, max_fields=8) as form:
+        uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+        if not uploads:
+            raise BadRequest("multipart upload needs at least one file in the field 'file'")
+        # All files at once: they preprocess in parallel and ride the same batches.
+        items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
+    return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="Process is alive")
+async def healthz() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    summary="Model loaded and warmed up",
+    responses={503: {"model": ReadyResponse, "description": "not ready (yet)"}},
+)
+async def readyz(request: Request) -> Response:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return JSONResponse(ReadyResponse(ready=False).model_dump(), status_code=503)
+    body = ReadyResponse(
+        ready=runtime.ready,
+        variant=runtime.session.metadata.variant,
+        provider=runtime.session.provider,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if runtime.ready else 503)
+
+
+@protected.get(
+    "/metadata",
+    response_model=MetadataResponse,
+    summary="The model, its preprocessing and how it is served",
+    responses=_errors(401, 503),
+)
+async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> MetadataResponse:
+    session, settings, policy = runtime.session, runtime.settings, runtime.batch_policy
+    meta = session.metadata
+    return MetadataResponse(
+        variant=meta.variant,
+        family=meta.family,
+        resolution=meta.preprocessing.crop_size,
+        preprocessing=meta.preprocessing,
+        providers=session.providers,
+        provider=session.provider,
+        batching=BatchingInfo(
+            max_batch_size=policy.max_batch_size,
+            max_batch_delay_ms=policy.max_delay_ms,
+            max_queue=settings.max_queue,
+        ),
+        model_sha256=session.sha256,
+        model_path=str(session.path),
+        label_count=len(meta.labels),
+        weights=meta.weights,
+        precision=meta.precision,
+        onnxruntime_version=ort.__version__,
+        limits={
+            "max_upload_bytes": settings.max_upload_bytes,
+            "max_image_pixels": settings.max_image_pixels,
+            "request_timeout_s": settings.request_timeout_s,
+            "max_batch_files": settings.max_batch_files,
+        },
+    )
+
+
+@protected.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **_errors(401)},
+)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    return Response(registry.render(), media_type=registry.content_type)
+
+
+router.include_router(protected)

@@ -1,0 +1,22 @@
+"""Everything a request needs, built by the app's lifespan and kept on ``app.state.runtime``."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .batcher import Batcher
+from .config import BatchPolicy, Settings
+from .metrics import Metrics
+from .session import ModelSession
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    session: ModelSession
+    batcher: Batcher
+    metrics: Metrics
+    executor: ThreadPoolExecutor  # the preprocessing pool
+    batch_policy: BatchPolicy
+    ready: bool = False
