@@ -1,0 +1,100 @@
+# Two commands for a newcomer: `make serve` and `make test`. Everything else is a helper.
+#
+# Re-runs are quick: each install is recorded by a stamp file in the venv that is keyed on
+# pyproject.toml, so pip only runs again when the dependencies change.
+
+SHELL := /bin/bash
+# pipefail: a pip failure must not be hidden by the noise filter it is piped into.
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+VARIANT ?= $(or $(EFFICIENTNET_VARIANT),lite0)
+MODEL_DIR ?= $(or $(EFFICIENTNET_MODEL_DIR),models)
+HOST ?= 0.0.0.0
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+# Files the linters look at; overridable so tests/packaging can point them at broken copies
+# and prove that each check fails the build.
+RUFF_PATHS ?= .
+DOCKERFILE ?= Dockerfile
+HADOLINT_CONFIG ?= docker/hadolint.yaml
+COMPOSE_FILES ?= docker-compose.yml
+COMPOSE_SCHEMA ?= docker/compose-spec.json
+K8S_MANIFESTS ?= $(wildcard deploy/k8s/*.yaml)
+K8S_VERSION ?= 1.33.0
+SHELL_SCRIPTS ?= .ci/run docker/entrypoint.sh docker/export-entrypoint.sh
+
+BIN := $(VENV)/bin
+STAMP_SERVE := $(VENV)/.installed-serve
+STAMP_TEST := $(VENV)/.installed-test
+GRAPH := $(MODEL_DIR)/efficientnet_$(VARIANT).onnx
+
+# pip here also lists local mirrors; their "Location ... is ignored" lines are harmless noise.
+PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check
+PIP_FILTER = 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: help serve test lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
+	install install-test clean clean-models
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+serve: $(STAMP_SERVE) $(GRAPH) ## install, export $(VARIANT) if missing, serve on :$(PORT)
+	EFFICIENTNET_VARIANT=$(VARIANT) EFFICIENTNET_MODEL_DIR=$(MODEL_DIR) \
+		$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+test: $(STAMP_TEST) ## install the test dependencies and run the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+export: $(GRAPH) ## export the ONNX graph for $(VARIANT) if it is missing
+
+install: $(STAMP_SERVE) ## create .venv and install the service + exporter
+install-test: $(STAMP_TEST) ## create .venv and install everything CI needs
+
+# Order-only on the install: a dependency bump must not force a re-export of an existing graph.
+$(MODEL_DIR)/efficientnet_%.onnx: | $(STAMP_SERVE)
+	$(BIN)/python -m model_export --variant $* --weights imagenet --output-dir $(MODEL_DIR)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Editable installs: code edits need no reinstall, only pyproject.toml changes do.
+$(STAMP_SERVE): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e './[export]' $(PIP_FILTER)
+	touch $@
+
+# The test extras are a superset of the serving ones, so this stamp satisfies both.
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e './[export,test,dev]' $(PIP_FILTER)
+	touch $(STAMP_SERVE) $@
+
+lint: $(STAMP_TEST) ## every static check CI runs (each one fails on a finding)
+	$(MAKE) --no-print-directory lint-python lint-shell lint-dockerfile lint-compose lint-k8s
+
+lint-python:
+	$(BIN)/ruff check $(RUFF_PATHS)
+	$(BIN)/ruff format --check $(RUFF_PATHS)
+
+lint-shell:
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
+
+lint-dockerfile:
+	$(BIN)/hadolint --config $(HADOLINT_CONFIG) $(DOCKERFILE)
+
+lint-compose:
+	$(BIN)/check-jsonschema --schemafile $(COMPOSE_SCHEMA) $(COMPOSE_FILES)
+
+# --strict rejects unknown fields, so a misspelt key (say `readinessprobe`) fails too.
+lint-k8s:
+	$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
+
+ci: lint test ## what .ci/run does
+
+clean-models: ## delete exported graphs
+	rm -rf $(MODEL_DIR)
+
+clean: ## delete the venv and caches (keeps exported graphs)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Container health probe: exit 0 when the URL answers 2xx, else 1.
+
+The slim image has no curl, and the standard library is enough. Docker's HEALTHCHECK points it
+at /readyz, which answers 503 until the model is loaded and warmed up.
+"""
+
+import sys
+import urllib.error
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:8000/readyz"
+TIMEOUT_S = 4.0
+
+
+def probe(url: str, timeout_s: float = TIMEOUT_S) -> int:
+    """Return the process exit code for one GET of `url`."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:  # 4xx/5xx, /readyz's 503 among them
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:  # refused, timed out, DNS
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return 1
+    if 200 <= status < 300:
+        return 0
+    print(f"unhealthy: {url} answered {status}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(probe(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_URL))
