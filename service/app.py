@@ -21,7 +21,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from . import __version__, routes
+from . import __version__, oip, page, routes
 from .batcher import Batcher
 from .config import Settings, load_settings
 from .errors import ServiceError
@@ -151,6 +151,8 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)
     app.include_router(routes.router)
+    app.include_router(oip.router)
+    app.include_router(page.router)
     # Added last = outermost: metrics see the body limiter's 413s too.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -1,0 +1,689 @@
+"""Open Inference Protocol v2 (KServe v2, Triton's HTTP/REST API) for the one served model.
+
+Endpoints (all under ``/v2``): ``GET /health/live``, ``GET /health/ready``, ``GET /`` (server
+metadata), ``GET /models/{name}[/versions/1]`` (model metadata), ``GET .../ready`` and
+``POST .../infer``. The model is ``efficientnet_<variant>``, version ``1``.
+
+A request carries exactly one of three inputs; the model metadata lists them:
+
+- ``image``            UINT8 ``[N, crop, crop, 3]``: pixels already resized and center-cropped,
+  exactly the graph's own input (docs/onnx-contract.md).
+- ``normalized_image`` FP32 ``[N, 3, crop, crop]``: the classic torchvision tensor,
+  ``x = (p / 255 - mean) / std``. The graph takes 8-bit pixels, so the server inverts that and
+  rounds to the nearest integer, ``p = round((x * std + mean) * 255)``: a tensor made from 8-bit
+  pixels comes back bit-exact; one made from non-integer pixels (e.g. resized in float) is
+  quantized to 8 bits (at most half a pixel level; the response's ``pixel_rounding_max_error``
+  parameter says how much). Values more than half a level outside ``0..255`` are refused (400),
+  since they cannot come from an image normalized with this model's mean/std.
+- ``encoded_image``    BYTES ``[N]`` (or ``[N, 1]``): image files (JPEG, PNG, ...) preprocessed
+  exactly like ``/classify``. With the binary tensor extension each element is the raw file; in
+  plain JSON each element is the file in base64 (JSON strings cannot carry raw bytes).
+
+Outputs: ``probabilities`` FP32 ``[N, classes]`` (softmax), returned when no ``outputs`` are
+requested; and on request ``labels`` BYTES ``[N, K]`` in Triton's classification format
+``"score:index:label"``, best first, with K from the output's ``classification`` (Triton/KServe)
+or ``top_k`` parameter (default 5). As in Triton, asking ``probabilities`` for
+``classification: K`` turns that output into the same K strings.
+
+Both request and response may use the binary tensor data extension (the default of
+``tritonclient``): the JSON header is followed by raw tensor bytes and its length is given in the
+``Inference-Header-Content-Length`` header; an output is binary when it asks for
+``binary_data: true`` or the request sets ``binary_data_output: true``.
+
+Every image goes through the same batcher as ``/classify``, one submit per image, concurrently.
+Errors use the protocol's shape, ``{"error": "message"}``: 400 for a malformed request, 404 for
+an unknown model, 401/413/415/503/504 as for the rest of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from . import __version__
+from .classify import preprocess_bytes, softmax, top_k
+from .dependencies import get_runtime, require_api_key
+from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
+from .runtime import Runtime
+
+SERVER_NAME = "efficientnet-service"
+MODEL_VERSION = "1"
+PLATFORM = "onnxruntime_onnx"  # what Triton reports for ONNX models
+EXTENSIONS = ["binary_tensor_data", "classification"]
+HEADER_LENGTH = "inference-header-content-length"
+
+INPUT_PIXELS = "image"
+INPUT_NORMALIZED = "normalized_image"
+INPUT_ENCODED = "encoded_image"
+OUTPUT_PROBABILITIES = "probabilities"
+OUTPUT_LABELS = "labels"
+DEFAULT_LABELS_K = 5
+
+Datatype = Literal["UINT8", "FP32", "BYTES"]
+# Wire byte order is little-endian (the protocol's binary extension).
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+# --- The request as it arrives (the protocol's JSON, validated at the edge) --------------------
+
+
+class _Tensor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = None
+
+
+class _RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[_Tensor] = Field(min_length=1)
+    outputs: list[_RequestedOutput] | None = None
+
+
+@dataclass(frozen=True)
+class InputKind:
+    name: str
+    datatype: Datatype
+    description: str
+
+    def shape(self, crop: int) -> list[int]:
+        """The metadata shape; -1 is the batch axis."""
+        return {
+            INPUT_PIXELS: [-1, crop, crop, 3],
+            INPUT_NORMALIZED: [-1, 3, crop, crop],
+            INPUT_ENCODED: [-1],
+        }[self.name]
+
+    def check_shape(self, shape: list[int], crop: int, max_images: int) -> int:
+        """The batch size N, or BadRequest naming the expected shape."""
+        expected = self.shape(crop)
+        ok = len(shape) == len(expected) and all(
+            e == -1 or s == e for s, e in zip(shape, expected, strict=True)
+        )
+        if self.name == INPUT_ENCODED and len(shape) == 2 and shape[1] == 1:
+            ok = True  # [N, 1]: Triton's image client sends BYTES with a trailing unit axis
+        if not ok:
+            raise BadRequest(
+                f"input '{self.name}' must have shape {_shape_text(expected)} "
+                f"(-1 = any batch size), got {shape}"
+            )
+        n = shape[0]
+        if not 1 <= n <= max_images:
+            raise BadRequest(
+                f"input '{self.name}' holds {n} images; send 1 to {max_images} per request "
+                "(EFFICIENTNET_MAX_BATCH_FILES)"
+            )
+        return n
+
+
+INPUT_KINDS = {
+    k.name: k
+    for k in (
+        InputKind(INPUT_PIXELS, "UINT8", "RGB pixels, resized and center-cropped (NHWC)"),
+        InputKind(INPUT_NORMALIZED, "FP32", "(pixels/255 - mean)/std, NCHW; rounded to 8 bits"),
+        InputKind(INPUT_ENCODED, "BYTES", "encoded image files (base64 in JSON)"),
+    )
+}
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "[" + ", ".join("N" if s == -1 else str(s) for s in shape) + "]"
+
+
+# --- Request body → (request, one input's elements) --------------------------------------------
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor section) per the binary tensor data extension."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequest(
+            f"Inference-Header-Content-Length {header_length!r} is not a number"
+        ) from None
+    if not 0 < n <= len(body):
+        raise BadRequest(
+            f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
+        )
+    return body[:n], body[n:]
+
+
+def parse_request(header: bytes) -> _InferenceRequest:
+    try:
+        raw = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"the inference request is not valid JSON ({exc}); binary tensor data needs the "
+            "Inference-Header-Content-Length header"
+        ) from None
+    try:
+        return _InferenceRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRequest(f"invalid inference request: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def binary_sections(inputs: list[_Tensor], binary: bytes) -> list[bytes | None]:
+    """Each input's slice of the binary section, in input order (None: data is in the JSON)."""
+    sections: list[bytes | None] = []
+    offset = 0
+    for tensor in inputs:
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            sections.append(None)
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise BadRequest(f"input '{tensor.name}': binary_data_size must be an integer ≥ 0")
+        if tensor.data is not None:
+            raise BadRequest(f"input '{tensor.name}' has both JSON data and binary_data_size")
+        sections.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise BadRequest(
+            f"the binary section holds {len(binary)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    return sections
+
+
+def _flatten(data: Any) -> list[Any]:
+    """The protocol allows tensor data flat or nested (row-major); flatten either."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(d, list) for d in data):
+        return data
+    flat: list[Any] = []
+    for d in data:
+        flat.extend(_flatten(d))
+    return flat
+
+
+def decode_numeric(tensor: _Tensor, raw: bytes | None, count: int) -> np.ndarray:
+    """A UINT8/FP32 tensor's elements as a flat array of exactly ``count`` values."""
+    dtype = NUMPY_DTYPES[tensor.datatype]
+    if raw is not None:
+        if len(raw) != count * dtype.itemsize:
+            raise BadRequest(
+                f"input '{tensor.name}' of shape {tensor.shape} needs {count * dtype.itemsize} "
+                f"bytes of {tensor.datatype}, got {len(raw)}"
+            )
+        return np.frombuffer(raw, dtype=dtype)
+    values = _flatten(tensor.data)
+    if len(values) != count:
+        raise BadRequest(
+            f"input '{tensor.name}' of shape {tensor.shape} needs {count} values, got {len(values)}"
+        )
+    if tensor.datatype == "UINT8":
+        # Integers only: a float or a bool here is a client bug, not something to round.
+        if not all(type(v) is int and 0 <= v <= 255 for v in values):
+            raise BadRequest(f"input '{tensor.name}' (UINT8) must hold integers 0..255")
+        return np.asarray(values, dtype=np.uint8)
+    if not all(type(v) in (int, float) for v in values):
+        raise BadRequest(f"input '{tensor.name}' (FP32) must hold numbers")
+    return np.asarray(values, dtype=np.float32)
+
+
+def decode_bytes(tensor: _Tensor, raw: bytes | None, count: int) -> list[bytes]:
+    """A BYTES tensor's elements: length-prefixed in binary, base64 strings in JSON."""
+    if raw is not None:
+        elements = _split_length_prefixed(tensor.name, raw)
+    else:
+        elements = []
+        for i, value in enumerate(_flatten(tensor.data)):
+            if not isinstance(value, str):
+                raise BadRequest(f"input '{tensor.name}'[{i}] must be a base64 string in JSON")
+            try:
+                elements.append(base64.b64decode(value, validate=True))
+            except (binascii.Error, ValueError):
+                raise BadRequest(
+                    f"input '{tensor.name}'[{i}] is not base64; in JSON, BYTES elements carry the "
+                    "image file base64-encoded (or send it raw with the binary data extension)"
+                ) from None
+    if len(elements) != count:
+        raise BadRequest(
+            f"input '{tensor.name}' of shape {tensor.shape} needs {count} elements, "
+            f"got {len(elements)}"
+        )
+    return elements
+
+
+def _split_length_prefixed(name: str, raw: bytes) -> list[bytes]:
+    """Triton's BYTES serialization: each element is a 4-byte little-endian length + bytes."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest(f"input '{name}': truncated BYTES element length at byte {offset}")
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        start, offset = offset + 4, offset + 4 + size
+        if offset > len(raw):
+            raise BadRequest(f"input '{name}': BYTES element at byte {start - 4} overruns the data")
+        elements.append(raw[start:offset])
+    return elements
+
+
+# --- FP32 normalized tensors back to 8-bit pixels ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pixels:
+    images: np.ndarray  # uint8 [N, crop, crop, 3]
+    rounding_max_error: float  # in pixel levels; 0 when the tensor came from 8-bit pixels
+
+
+def normalized_to_pixels(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> Pixels:
+    """Invert ``(p/255 - mean)/std`` for NCHW ``x`` and round to uint8 NHWC (module docstring)."""
+    if not np.isfinite(x).all():
+        raise BadRequest(f"input '{INPUT_NORMALIZED}' holds NaN or infinite values")
+    # float64: the inversion itself must not add error on top of the client's float32.
+    m = np.asarray(mean, dtype=np.float64)[None, :, None, None]
+    s = np.asarray(std, dtype=np.float64)[None, :, None, None]
+    levels = (x.astype(np.float64) * s + m) * 255.0
+    low, high = float(levels.min()), float(levels.max())
+    if low < -0.5 or high > 255.5:
+        lo = (0 - np.asarray(mean)) / np.asarray(std)
+        hi = (1 - np.asarray(mean)) / np.asarray(std)
+        raise BadRequest(
+            f"input '{INPUT_NORMALIZED}' is outside what (pixels/255 - mean)/std can give with "
+            f"mean={list(mean)}, std={list(std)}: per channel the range is "
+            f"{[round(v, 4) for v in lo]}..{[round(v, 4) for v in hi]}; "
+            f"these values map to pixel levels {low:.2f}..{high:.2f} (allowed 0..255)"
+        )
+    rounded = np.rint(levels)
+    error = float(np.abs(levels - rounded).max())
+    images = np.clip(rounded, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return Pixels(np.ascontiguousarray(images), error)
+
+
+# --- Running the images through the batcher ----------------------------------------------------
+
+T = TypeVar("T")
+
+
+async def _all_or_nothing(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """gather, but the first failure cancels the rest (their batcher slots are then skipped)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+async def _encoded_logits(runtime: Runtime, index: int, data: bytes) -> np.ndarray:
+    try:
+        image = await preprocess_bytes(runtime, data)
+    except ServiceError as exc:  # say which element, keep the status (400/413/415)
+        raise ServiceError(
+            f"input '{INPUT_ENCODED}'[{index}]: {exc.message}",
+            status_code=exc.status_code,
+            code=exc.code,
+            headers=exc.headers,
+        ) from None
+    return await runtime.batcher.submit(image)
+
+
+async def _with_timeout(runtime: Runtime, work: Awaitable[T]) -> T:
+    timeout = runtime.settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    probabilities: np.ndarray  # float64 [N, classes]
+    parameters: dict[str, Any]
+
+
+async def run_input(runtime: Runtime, tensor: _Tensor, raw: bytes | None) -> InferenceOutcome:
+    """Validate the one input, push each image through the batcher, softmax the logits."""
+    kind = INPUT_KINDS.get(tensor.name)
+    if kind is None:
+        names = ", ".join(f"'{k}' ({v.datatype})" for k, v in INPUT_KINDS.items())
+        raise BadRequest(f"unknown input '{tensor.name}'; this model takes one of {names}")
+    if tensor.datatype != kind.datatype:
+        raise BadRequest(
+            f"input '{kind.name}' must be {kind.datatype}, got datatype '{tensor.datatype}'"
+        )
+    if raw is None and tensor.data is None:
+        raise BadRequest(f"input '{kind.name}' has no data (neither 'data' nor binary_data_size)")
+    spec = runtime.session.metadata.preprocessing
+    n = kind.check_shape(tensor.shape, spec.crop_size, runtime.settings.max_batch_files)
+    count = math.prod(tensor.shape)
+    parameters: dict[str, Any] = {}
+    if kind.datatype == "BYTES":
+        blobs = decode_bytes(tensor, raw, count)
+        work = [_encoded_logits(runtime, i, b) for i, b in enumerate(blobs)]
+    else:
+        flat = decode_numeric(tensor, raw, count)
+        if kind.datatype == "FP32":
+            x = flat.reshape(n, 3, spec.crop_size, spec.crop_size)
+            loop = asyncio.get_running_loop()
+            pixels = await loop.run_in_executor(
+                runtime.executor, normalized_to_pixels, x, spec.mean, spec.std
+            )
+            images = pixels.images
+            parameters["pixel_rounding_max_error"] = round(pixels.rounding_max_error, 6)
+        else:
+            # A private, writable copy: np.frombuffer views the request body read-only.
+            images = flat.reshape(n, spec.crop_size, spec.crop_size, 3).copy()
+        work = [runtime.batcher.submit(image) for image in images]
+    rows = await _with_timeout(runtime, _all_or_nothing(work))
+    return InferenceOutcome(softmax(np.stack(rows)), parameters)
+
+
+# --- Outputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: Datatype
+    shape: list[int]
+    values: np.ndarray | list[bytes]  # float32 array, or the BYTES elements row-major
+    binary: bool
+
+
+def _positive_int(value: Any, what: str, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise BadRequest(f"{what} must be an integer from 1 to {limit}, got {value!r}")
+    return value
+
+
+def classification_strings(probabilities: np.ndarray, labels: list[str], k: int) -> list[bytes]:
+    """Triton's classification output, row-major: ``b"score:index:label"``, best first."""
+    out = []
+    for row in probabilities:
+        for i in top_k(row, k):
+            out.append(f"{row[i]:.6f}:{int(i)}:{labels[i]}".encode())
+    return out
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    name: str
+    k: int | None  # None: the probabilities themselves; else K classification strings per image
+    binary: bool
+
+
+def plan_outputs(request: _InferenceRequest, classes: int) -> list[OutputPlan]:
+    """Validate the requested outputs before any inference runs."""
+    binary_default = (request.parameters or {}).get("binary_data_output") is True
+    wanted = request.outputs or [_RequestedOutput(name=OUTPUT_PROBABILITIES)]
+    plans = []
+    for output in wanted:
+        if output.name not in (OUTPUT_PROBABILITIES, OUTPUT_LABELS):
+            raise BadRequest(
+                f"unknown output '{output.name}'; this model has '{OUTPUT_PROBABILITIES}' "
+                f"and '{OUTPUT_LABELS}'"
+            )
+        p = output.parameters or {}
+        binary = p["binary_data"] is True if "binary_data" in p else binary_default
+        asked = p.get("classification", p.get("top_k"))
+        k = None
+        if output.name == OUTPUT_LABELS or asked not in (None, 0):
+            chosen = DEFAULT_LABELS_K if asked in (None, 0) else asked
+            k = _positive_int(chosen, f"output '{output.name}': classification/top_k", classes)
+        plans.append(OutputPlan(output.name, k, binary))
+    return plans
+
+
+def build_outputs(
+    plans: list[OutputPlan], probabilities: np.ndarray, labels: list[str]
+) -> list[OutputTensor]:
+    n, classes = probabilities.shape
+    outputs = []
+    for plan in plans:
+        if plan.k is None:
+            values = probabilities.astype(np.float32)
+            outputs.append(OutputTensor(plan.name, "FP32", [n, classes], values, plan.binary))
+        else:
+            strings = classification_strings(probabilities, labels, plan.k)
+            outputs.append(OutputTensor(plan.name, "BYTES", [n, plan.k], strings, plan.binary))
+    return outputs
+
+
+def _raw(output: OutputTensor) -> bytes:
+    if isinstance(output.values, np.ndarray):
+        return output.values.astype("<f4").tobytes()
+    return b"".join(len(v).to_bytes(4, "little") + v for v in output.values)
+
+
+def render_response(
+    model: str, request: _InferenceRequest, outputs: list[OutputTensor], parameters: dict[str, Any]
+) -> Response:
+    described, binary_parts = [], []
+    for output in outputs:
+        entry: dict[str, Any] = {
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": output.shape,
+        }
+        if output.binary:
+            raw = _raw(output)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binary_parts.append(raw)
+        elif isinstance(output.values, np.ndarray):
+            entry["data"] = output.values.ravel()
+        else:
+            entry["data"] = [v.decode() for v in output.values]
+        described.append(entry)
+    body: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION}
+    if request.id is not None:
+        body["id"] = request.id
+    if parameters:
+        body["parameters"] = parameters
+    body["outputs"] = described
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary_parts:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *binary_parts]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+# --- Routes ------------------------------------------------------------------------------------
+
+
+def _oip_error(
+    request: Request, status_code: int, code: str, message: str, headers: Any
+) -> Response:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+    body = orjson.dumps({"error": message})
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+class OIPRoute(APIRoute):
+    """Renders every refusal as the protocol's ``{"error": "..."}``, which OIP clients parse."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def oip_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                return _oip_error(request, exc.status_code, exc.code, exc.message, exc.headers)
+            except RequestValidationError as exc:
+                message = "; ".join(str(e.get("msg")) for e in exc.errors()) or "invalid request"
+                return _oip_error(request, 400, "invalid_request", message, None)
+            except StarletteHTTPException as exc:
+                code = f"http_{exc.status_code}"
+                return _oip_error(request, exc.status_code, code, str(exc.detail), exc.headers)
+
+        return oip_handler
+
+
+router = APIRouter(prefix="/v2", route_class=OIPRoute, tags=["Open Inference Protocol v2"])
+Protected = [Depends(require_api_key)]
+
+
+def _json(body: dict[str, Any], status_code: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def served_model(request: Request) -> str:
+    return f"efficientnet_{request.app.state.settings.variant}"
+
+
+def _check_model(request: Request, name: str, version: str | None) -> str:
+    served = served_model(request)
+    if name != served:
+        raise ModelNotFound(f"unknown model '{name}'; this server serves '{served}'")
+    if version not in (None, "", MODEL_VERSION):
+        raise ModelNotFound(f"model '{name}' has no version '{version}'; it has '{MODEL_VERSION}'")
+    return served
+
+
+def _is_ready(request: Request) -> bool:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    return runtime is not None and runtime.ready
+
+
+@router.get("/health/live", summary="The server process is up")
+async def live() -> Response:
+    return _json({"live": True})
+
+
+@router.get("/health/ready", summary="The model is loaded and warmed up (503 until then)")
+async def ready(request: Request) -> Response:
+    is_ready = _is_ready(request)
+    return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> Response:
+    return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+
+
+@router.get("/models/{model_name}/ready", summary="Model readiness (503 until ready)")
+@router.get("/models/{model_name}/versions/{model_version}/ready", include_in_schema=False)
+async def model_ready(
+    request: Request, model_name: str, model_version: str | None = None
+) -> Response:
+    name = _check_model(request, model_name, model_version)
+    is_ready = _is_ready(request)
+    return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get(
+    "/models/{model_name}", summary="Model metadata: inputs, outputs", dependencies=Protected
+)
+@router.get(
+    "/models/{model_name}/versions/{model_version}",
+    include_in_schema=False,
+    dependencies=Protected,
+)
+async def model_metadata(
+    request: Request,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    model_name: str,
+    model_version: str | None = None,
+) -> Response:
+    name = _check_model(request, model_name, model_version)
+    meta = runtime.session.metadata
+    spec = meta.preprocessing
+    return _json(
+        {
+            "name": name,
+            "versions": [MODEL_VERSION],
+            "platform": PLATFORM,
+            "inputs": [
+                {"name": k.name, "datatype": k.datatype, "shape": k.shape(spec.crop_size)}
+                for k in INPUT_KINDS.values()
+            ],
+            "outputs": [
+                {"name": OUTPUT_PROBABILITIES, "datatype": "FP32", "shape": [-1, len(meta.labels)]},
+                {"name": OUTPUT_LABELS, "datatype": "BYTES", "shape": [-1, -1]},
+            ],
+            # Beyond the protocol's fields: what a client needs to build each input itself.
+            "parameters": {
+                "variant": meta.variant,
+                "provider": runtime.session.provider,
+                "one_input_of": {k.name: k.description for k in INPUT_KINDS.values()},
+                "resize_size": spec.resize_size,
+                "crop_size": spec.crop_size,
+                "interpolation": spec.interpolation,
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "max_images_per_request": runtime.settings.max_batch_files,
+            },
+        }
+    )
+
+
+@router.post("/models/{model_name}/infer", summary="Inference", dependencies=Protected)
+@router.post(
+    "/models/{model_name}/versions/{model_version}/infer",
+    include_in_schema=False,
+    dependencies=Protected,
+)
+async def infer(
+    request: Request,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    model_name: str,
+    model_version: str | None = None,
+) -> Response:
+    """JSON or binary-extension body with exactly one of the model's inputs (module docstring)."""
+    name = _check_model(request, model_name, model_version)
+    encoding = request.headers.get("content-encoding", "identity")
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send it plain")
+    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    parsed = parse_request(header)
+    sections = binary_sections(parsed.inputs, binary)
+    if len(parsed.inputs) != 1:
+        given = [t.name for t in parsed.inputs]
+        raise BadRequest(f"send exactly one input (one of {list(INPUT_KINDS)}), got {given}")
+    labels = runtime.session.metadata.labels
+    plans = plan_outputs(parsed, len(labels))
+    outcome = await run_input(runtime, parsed.inputs[0], sections[0])
+    outputs = build_outputs(plans, outcome.probabilities, labels)
+    return render_response(name, parsed, outputs, outcome.parameters)
