@@ -18,6 +18,23 @@ from .schemas import PreprocessingSpec
 # Ghostscript) is refused up front instead of widening the attack surface.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
+# Leading bytes of the supported formats: an upload that starts like one of them but does not
+# parse is a corrupt image (400), not an unsupported one (415).
+SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+)
+
+
+def _looks_supported(data: bytes) -> bool:
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
 RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -46,6 +63,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
+        if _looks_supported(data):
+            raise BadImage("corrupt image: its header does not parse") from None
         raise UnsupportedMediaType(
             "not an image, or a format the service does not decode "
             f"(supported: {', '.join(FORMATS)})"
