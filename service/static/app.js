@@ -44,6 +44,7 @@ async function loadMetadata() {
     return;
   }
   const meta = await response.json();
+  if (sessionStorage.getItem(KEY_STORAGE)) $("key-box").open = false;  // accepted: out of the way
   $("variant").textContent = `${meta.variant} · ${meta.resolution}px`;
   $("device").textContent = `${DEVICES[meta.provider] ?? meta.provider} · ${meta.provider}`;
 }
