@@ -27,6 +27,9 @@ K8S_MANIFESTS ?= $(wildcard deploy/k8s/*.yaml)
 K8S_VERSION ?= 1.33.0
 SHELL_SCRIPTS ?= .ci/run docker/entrypoint.sh docker/export-entrypoint.sh
 
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 BIN := $(VENV)/bin
 STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
@@ -46,7 +49,7 @@ serve: $(STAMP_SERVE) $(GRAPH) ## install, export $(VARIANT) if missing, serve o
 	EFFICIENTNET_VARIANT=$(VARIANT) EFFICIENTNET_MODEL_DIR=$(MODEL_DIR) \
 		$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: $(STAMP_TEST) ## install the test dependencies and run the whole suite
+test: $(STAMP_TEST) | $(CHROMIUM) ## install the test dependencies and run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 export: $(GRAPH) ## export the ONNX graph for $(VARIANT) if it is missing
@@ -70,6 +73,12 @@ $(STAMP_SERVE): pyproject.toml | $(BIN)/python
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e './[export,test,dev]' $(PIP_FILTER)
 	touch $(STAMP_SERVE) $@
+
+# The web page's tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download cannot be used here), so `make test` installs it once on a machine without it.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
 
 lint: $(STAMP_TEST) ## every static check CI runs (each one fails on a finding)
 	$(MAKE) --no-print-directory lint-python lint-shell lint-dockerfile lint-compose lint-k8s

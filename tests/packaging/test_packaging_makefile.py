@@ -122,3 +122,17 @@ def test_help_lists_the_two_commands() -> None:
     assert done.returncode == 0
     targets = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
     assert {"serve", "test", "lint", "export"} <= targets
+
+
+def test_test_installs_chromium_for_the_page_tests_only_when_missing(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    _installed(venv)
+    missing = tmp_path / "no" / "chromium"
+    lines = _dry_run("test", venv, tmp_path / "models", CHROMIUM=str(missing))
+    install = _index(lines, "apt-get install -y -qq --no-install-recommends chromium")
+    assert install < _index(lines, "-m pytest")
+
+    present = tmp_path / "chromium"
+    present.touch()
+    lines = _dry_run("test", venv, tmp_path / "models", CHROMIUM=str(present))
+    assert not any("apt-get" in line for line in lines), lines
