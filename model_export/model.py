@@ -79,7 +79,7 @@ def _init_like_torchvision(model: nn.Module) -> None:
 def build_model(variant: Variant, style: ConvStyle | None = None) -> EfficientNet:
     """The network in eval mode. `style` defaults to torchvision's (symmetric, eps 1e-5)."""
     if style is None:
-        style = ConvStyle(activation=variant.activation)
+        style = ConvStyle(bn_eps=variant.bn_eps, activation=variant.activation)
     elif style.activation != variant.activation:
         raise ValueError(f"{variant.name} uses {variant.activation}, not {style.activation}")
     return EfficientNet(variant, style).eval()

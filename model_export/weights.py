@@ -99,7 +99,12 @@ def _random(variant: Variant, seed: int) -> tuple[EfficientNet, WeightsInfo]:
     return model, WeightsInfo("random", None, None, None, seed, None, pre)
 
 
-def calibrate_batchnorm(model: EfficientNet, seed: int, pre: Preprocessing) -> None:
+# Channels whose calibrated variance is near zero would amplify fp32 rounding by up to
+# 1/sqrt(eps) (~300x); flooring at half the layer's mean keeps random nets well-conditioned.
+VAR_FLOOR = 0.5
+
+
+def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing, batch: int = 4) -> None:
     """Set BN running statistics from one seeded batch of synthetic pixels.
 
     With freshly initialized BN (mean 0, var 1) activations shrink block after block and
@@ -111,8 +116,9 @@ def calibrate_batchnorm(model: EfficientNet, seed: int, pre: Preprocessing) -> N
     """
     generator = torch.Generator().manual_seed(seed)
     res = pre.crop_size
-    noise = torch.randint(0, 256, (2, 3, res, res), generator=generator).float()
-    coarse = torch.randint(0, 256, (2, 3, res // 16, res // 16), generator=generator).float()
+    half = batch // 2
+    noise = torch.randint(0, 256, (half, 3, res, res), generator=generator).float()
+    coarse = torch.randint(0, 256, (batch - half, 3, 4, 4), generator=generator).float()
     smooth = F.interpolate(coarse, size=(res, res), mode="bicubic").clamp(0, 255)
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
@@ -126,6 +132,7 @@ def calibrate_batchnorm(model: EfficientNet, seed: int, pre: Preprocessing) -> N
     for m in norms:
         m.momentum = 0.1
         m.num_batches_tracked.zero_()
+        m.running_var.clamp_(min=VAR_FLOOR * m.running_var.mean())
     model.eval()
 
 
@@ -137,7 +144,7 @@ def _from_file(
 ) -> tuple[EfficientNet, WeightsInfo]:
     state = read_state_dict(path)
     layout = detect_layout(state, path)
-    style = ConvStyle(activation=variant.activation)
+    style = ConvStyle(bn_eps=variant.bn_eps, activation=variant.activation)
     if layout == "efficientnet_pytorch":
         style = ConvStyle(**TF_STYLE, activation=variant.activation)  # type: ignore[arg-type]
     model = build_model(variant, style)

@@ -1,0 +1,66 @@
+"""Our B0..B7 compute exactly what torchvision's EfficientNet computes, in PyTorch and
+through the exported ONNX graph, with identical non-trivial weights.
+
+Small 64×64 inputs (the networks are fully convolutional) keep B7 cheap on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+
+from model_export.export import export, parity_images
+from model_export.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, Preprocessing
+from model_export.weights import calibrate_batchnorm, load_model
+
+SIZE = 64
+SMALL = Preprocessing(SIZE, SIZE, "bicubic", IMAGENET_MEAN, IMAGENET_STD)
+B_SERIES = [f"b{i}" for i in range(8)]
+
+
+def _non_trivial_torchvision(name: str) -> torch.nn.Module:
+    """torchvision's network with random weights and BN affine params and running
+    statistics all away from their defaults (so a mix-up of any of them would show)."""
+    torch.manual_seed(7)
+    model = getattr(torchvision.models, f"efficientnet_{name}")(weights=None).eval()
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.normal_(0.0, 0.1, generator=generator)
+    calibrate_batchnorm(model, seed=9, pre=SMALL, batch=16)
+    return model
+
+
+@pytest.mark.parametrize("name", B_SERIES)
+def test_matches_torchvision_in_pytorch_and_onnx(name, tmp_path):
+    torch.set_num_threads(2)
+    reference = _non_trivial_torchvision(name)
+    stats = [m.running_var for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not torch.allclose(stats[0], torch.ones_like(stats[0]))  # really not defaults
+
+    weights = tmp_path / f"{name}.pth"
+    torch.save(reference.state_dict(), weights)
+    ours, info = load_model(VARIANTS[name], str(weights))
+    assert info.key_layout == "torchvision" and ours.style.padding == "symmetric"
+
+    images = parity_images(SIZE)
+    x = torch.from_numpy(images).float().div(255)
+    x = ((x - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        expected = reference(x).numpy()
+        got_torch = ours(x).numpy()
+    assert np.abs(expected).max() > 0.1  # logits are not degenerate
+    assert np.abs(got_torch - expected).max() <= 1e-5
+
+    result = export(ours, dataclasses.replace(info, preprocessing=SMALL), tmp_path / "onnx")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (got_onnx,) = session.run(["logits"], {"image": images})
+    assert np.abs(got_onnx - expected).max() <= 1e-4
+    assert (got_onnx.argmax(1) == expected.argmax(1)).all()
