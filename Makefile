@@ -15,6 +15,7 @@ MODEL_DIR ?= $(or $(EFFICIENTNET_MODEL_DIR),models)
 HOST ?= 0.0.0.0
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Files the linters look at; overridable so tests/packaging can point them at broken copies
 # and prove that each check fails the build.
@@ -39,20 +40,20 @@ GRAPH := $(MODEL_DIR)/efficientnet_$(VARIANT).onnx
 PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PIP_FILTER = 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help serve test lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
+.PHONY: help serve test bench lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
 	install install-test clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-serve: $(STAMP_SERVE) $(GRAPH) ## install, export $(VARIANT) if missing, serve on :$(PORT)
+serve: $(STAMP_SERVE) $(GRAPH) ## install, export VARIANT (default lite0) if missing, serve on PORT (8000)
 	EFFICIENTNET_VARIANT=$(VARIANT) EFFICIENTNET_MODEL_DIR=$(MODEL_DIR) \
 		$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 test: $(STAMP_TEST) | $(CHROMIUM) ## install the test dependencies and run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-export: $(GRAPH) ## export the ONNX graph for $(VARIANT) if it is missing
+export: $(GRAPH) ## export the ONNX graph for VARIANT if it is missing
 
 install: $(STAMP_SERVE) ## create .venv and install the service + exporter
 install-test: $(STAMP_TEST) ## create .venv and install everything CI needs
@@ -101,6 +102,9 @@ lint-k8s:
 	$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
 
 ci: lint test ## what .ci/run does
+
+bench: $(STAMP_TEST) ## issue 7's benchmarks (~10 min); writes artifacts/bench-*.{md,json}
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean-models: ## delete exported graphs
 	rm -rf $(MODEL_DIR)
