@@ -43,7 +43,7 @@ def open_session(env: dict[str, str]) -> tuple[ModelSession, Settings]:
 
 def _timed_loop(step: Callable[[int], None], count: int, max_seconds: float) -> RunStats:
     latencies: list[float] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     deadline = start + max_seconds
     for i in range(count):
         t0 = time.perf_counter()
@@ -51,7 +51,8 @@ def _timed_loop(step: Callable[[int], None], count: int, max_seconds: float) -> 
         latencies.append(time.perf_counter() - t0)
         if t0 > deadline:
             break
-    return summarize(latencies, time.perf_counter() - start)
+    cpu_s = time.process_time() - cpu_start
+    return summarize(latencies, time.perf_counter() - start, cpu_s=cpu_s)
 
 
 def decode_preprocess_ms(
@@ -97,7 +98,7 @@ def pipelined(
 ) -> RunStats:
     """Decoding in a pool of `workers` threads overlapped with batch-1 inference in this
     thread: what the service aims for, without HTTP. Latency runs from submit to logits."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     deadline = start + max_seconds
     latencies: list[float] = []
     in_flight: collections.deque[tuple[float, Future[np.ndarray]]] = collections.deque()
@@ -117,7 +118,8 @@ def pipelined(
             t0, future = in_flight.popleft()
             session.run(future.result()[np.newaxis])
             latencies.append(time.perf_counter() - t0)
-    return summarize(latencies, time.perf_counter() - start)
+    cpu_s = time.process_time() - cpu_start
+    return summarize(latencies, time.perf_counter() - start, cpu_s=cpu_s)
 
 
 def ort_alone(
@@ -129,8 +131,11 @@ def ort_alone(
         for i in range(len(tensors))
     ]
     stats = _timed_loop(lambda i: session.run(batches[i % len(batches)]), count, max_seconds)
-    # Per-call latency, but images (not calls) per second.
-    return RunStats(**{**stats.as_dict(), "throughput": stats.throughput * batch})
+    # Per-call latency, but images (not calls) per second and CPU per image.
+    cpu = None if stats.cpu_ms_per_item is None else stats.cpu_ms_per_item / batch
+    return RunStats(
+        **{**stats.as_dict(), "throughput": stats.throughput * batch, "cpu_ms_per_item": cpu}
+    )
 
 
 def preprocessed(photos: list[Photo], spec: PreprocessingSpec, max_pixels: int) -> list[np.ndarray]:

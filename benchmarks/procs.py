@@ -57,6 +57,22 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and its children so far."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            # Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / CLOCK_TICKS
+
+
 def tree_rss_bytes(pid: int) -> int:
     return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) * 1024
 

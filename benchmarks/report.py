@@ -33,7 +33,7 @@ class Target:
     def row(self) -> str:
         shown = "n/a" if self.value is None else f"{self.value:.3g}{self.unit}"
         verdict = "PASS" if self.passed else "FAIL"
-        limit = f"{self.op} {self.limit:g}{self.unit}"
+        limit = f"{self.op} {self.limit:.3g}{self.unit}"
         return f"| {self.variant} | {self.name} | {shown} | {limit} | {verdict} |"
 
 
@@ -42,7 +42,8 @@ class ServerResult:
     name: str
     ready_s: float
     peak_rss_mb: float
-    levels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    levels: dict[int, dict[str, Any]] = field(default_factory=dict)  # web-size photos
+    phone: dict[str, Any] | None = None  # concurrency 16 on phone-size photos
 
     def throughput(self, concurrency: int) -> float | None:
         level = self.levels.get(concurrency)
@@ -142,38 +143,34 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+HEADER = (
+    "| measurement | images/s | p50 ms | p95 ms | p99 ms | CPU ms/img (client) "
+    "| / in-process | / torch | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+INPROCESS_ROWS = (
+    ("sequential", "in-process: decode + preprocess + ORT, one at a time"),
+    ("pipelined", "in-process: preprocess pool overlapped with ORT"),
+    ("ort_batch1", "ORT alone, preprocessed tensors, batch 1"),
+    ("pipelined_phone", "in-process pipeline, phone JPEGs"),
+)
+
+
 def figures_table(result: VariantResult) -> str:
+    """One row per measurement; '/ in-process' is against the in-process pipeline on the
+    same photos (web for the web rows, phone for the phone rows)."""
     limit = result.limit_throughput
-    torch = result.torch
-    lines = [
-        f"#### {result.variant} ({result.weights} weights)",
-        "",
-        "| measurement | images/s | p50 ms | p95 ms | p99 ms | / in-process | / torch | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key, label in (
-        ("sequential", "in-process: decode + preprocess + ORT, one at a time"),
-        ("pipelined", "in-process: preprocess pool overlapped with ORT"),
-        ("ort_batch1", "ORT alone, preprocessed tensors, batch 1"),
-    ):
+    lines = [f"#### {result.variant} ({result.weights} weights)", "", HEADER]
+    for key, label in INPROCESS_ROWS:
         s = result.inprocess[key]
-        lines.append(
-            f"| {label} | {s['throughput']:.1f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | "
-            f"{s['p99_ms']:.1f} | {s['throughput'] / limit:.2f} | | 0 |"
-        )
+        phone = result.inprocess["pipelined_phone"]["throughput"]
+        ref_tput = phone if key.endswith("phone") else limit
+        cells = [label, f"{s['throughput']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p95_ms']:.1f}"]
+        cells += [f"{s['p99_ms']:.1f}", _fmt(s.get("cpu_ms_per_item"))]
+        cells += [f"{s['throughput'] / ref_tput:.2f}", "", "0"]
+        lines.append("| " + " | ".join(cells) + " |")
     for server in (result.service, result.torch):
-        if server is None:
-            continue
-        for level, s in sorted(server.levels.items()):
-            tput = float(s.get("throughput", 0.0))
-            vs_torch = ""
-            if server is result.service and torch and torch.throughput(level):
-                vs_torch = f"{tput / torch.throughput(level):.2f}"  # type: ignore[operator]
-            lines.append(
-                f"| {server.name} HTTP c{level} | {tput:.1f} | {_fmt(s.get('p50_ms'))} | "
-                f"{_fmt(s.get('p95_ms'))} | {_fmt(s.get('p99_ms'))} | {tput / limit:.2f} | "
-                f"{vs_torch} | {s.get('errors', 0)} |"
-            )
+        if server is not None:
+            lines += _server_rows(server, result)
     lines.append("")
     for server in (result.service, result.torch):
         if server is not None:
@@ -184,6 +181,31 @@ def figures_table(result: VariantResult) -> str:
     decode = ", ".join(f"{size}: {ms:.1f} ms" for size, ms in result.decode_ms.items())
     lines.append(f"- decode + preprocess (service code, median): {decode}")
     return "\n".join(lines)
+
+
+def _server_rows(server: ServerResult, result: VariantResult) -> list[str]:
+    torch = result.torch if server is result.service else None
+    rows = [
+        (f"c{level}", s, result.limit_throughput, torch.levels.get(level) if torch else None)
+        for level, s in sorted(server.levels.items())
+    ]
+    if server.phone:
+        phone_limit = result.inprocess["pipelined_phone"]["throughput"]
+        rows.append(("c16 phone JPEGs", server.phone, phone_limit, torch.phone if torch else None))
+    return [_server_row(server.name, *row) for row in rows]
+
+
+def _server_row(
+    name: str, label: str, s: dict[str, Any], limit: float, torch: dict[str, Any] | None
+) -> str:
+    tput = float(s.get("throughput", 0.0))
+    vs_torch = ""
+    if torch and torch.get("throughput"):
+        vs_torch = f"{tput / float(torch['throughput']):.2f}"
+    cpu = f"{_fmt(s.get('server_cpu_ms_per_request'))} ({_fmt(s.get('cpu_ms_per_item'))})"
+    cells = [f"{name} HTTP {label}", f"{tput:.1f}", _fmt(s.get("p50_ms")), _fmt(s.get("p95_ms"))]
+    cells += [_fmt(s.get("p99_ms")), cpu, f"{tput / limit:.2f}", vs_torch, str(s.get("errors", 0))]
+    return "| " + " | ".join(cells) + " |"
 
 
 def targets_table(targets: list[Target]) -> str:

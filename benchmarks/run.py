@@ -20,10 +20,18 @@ from typing import Any
 from benchmarks import inprocess
 from benchmarks.machine import conditions, load_average
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
-from benchmarks.photos import Photo, make_photo_set
-from benchmarks.procs import RssSampler, Server, free_port, start_server, tree_hwm_bytes
+from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
+from benchmarks.procs import (
+    RssSampler,
+    Server,
+    free_port,
+    start_server,
+    tree_cpu_seconds,
+    tree_hwm_bytes,
+)
 from benchmarks.report import (
     CONCURRENCY_LEVELS,
+    HEADLINE_CONCURRENCY,
     ServerResult,
     VariantResult,
     evaluate,
@@ -65,18 +73,25 @@ def service_env(variant: str, model: Path, port: int, extra: dict[str, str]) -> 
 
 
 def run_inprocess(
-    env: dict[str, str], photos: list[Photo], counts: Counts
+    env: dict[str, str], web: list[Photo], phone: list[Photo], counts: Counts
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     session, settings = inprocess.open_session(env)
     spec, max_px = session.metadata.preprocessing, settings.max_image_pixels
     workers, _ = settings.thread_counts()
     secs = counts.inprocess_seconds
-    decode = inprocess.decode_preprocess_ms(photos, spec, max_px, counts.decode_repeats)
-    seq = inprocess.sequential(session, photos, spec, max_px, counts.sequential, secs)
-    pipe = inprocess.pipelined(session, photos, spec, max_px, workers, counts.pipelined, secs)
-    tensors = inprocess.preprocessed(photos, spec, max_px)
-    ort = inprocess.ort_alone(session, tensors, 1, counts.ort, secs)
-    stats = {"sequential": seq, "pipelined": pipe, "ort_batch1": ort}
+    decode = inprocess.decode_preprocess_ms(web + phone, spec, max_px, counts.decode_repeats)
+    stats = {
+        "sequential": inprocess.sequential(session, web, spec, max_px, counts.sequential, secs),
+        "pipelined": inprocess.pipelined(
+            session, web, spec, max_px, workers, counts.pipelined, secs
+        ),
+        "ort_batch1": inprocess.ort_alone(
+            session, inprocess.preprocessed(web, spec, max_px), 1, counts.ort, secs
+        ),
+        "pipelined_phone": inprocess.pipelined(
+            session, phone, spec, max_px, workers, counts.pipelined // 2, secs
+        ),
+    }
     return {k: v.as_dict() for k, v in stats.items()}, decode
 
 
@@ -101,20 +116,30 @@ def measure_server(
     argv: list[str],
     env: dict[str, str],
     port: int,
-    photos: list[Photo],
+    workloads: dict[str, list[Photo]],
     counts: Counts,
     levels: tuple[int, ...],
     log_dir: Path,
 ) -> ServerResult:
+    """Every level on web-size photos, then concurrency 16 on phone-size photos."""
     server = start_server(name, argv, port, env, log_dir / f"{name}-{port}.log")
     try:
         result = ServerResult(name, server.ready_s, 0.0)
         peak = 0
-        for level in levels:
+        runs = [("web", level) for level in levels] + [("phone", HEADLINE_CONCURRENCY)]
+        for workload, level in runs:
+            cpu_before = tree_cpu_seconds(server.process.pid)
             with RssSampler(server.process.pid) as sampler:
-                result.levels[level] = run_level(server, photos, level, counts)
+                figures = run_level(server, workloads[workload], level, counts)
+            served = figures.get("count", 0) + figures.get("warmup", 0)
+            server_cpu_s = tree_cpu_seconds(server.process.pid) - cpu_before
+            figures["server_cpu_ms_per_request"] = 1e3 * server_cpu_s / max(served, 1)
             peak = max(peak, sampler.peak_bytes, tree_hwm_bytes(server.process.pid))
-            print(f"    {name} c{level}: {_brief(result.levels[level])}", flush=True)
+            if workload == "web":
+                result.levels[level] = figures
+            else:
+                result.phone = figures
+            print(f"    {name} {workload} c{level}: {_brief(figures)}", flush=True)
         result.peak_rss_mb = peak / MB
     finally:
         server.stop()
@@ -125,13 +150,21 @@ def _brief(level: dict[str, Any]) -> str:
     text = f"{level.get('throughput', 0):.1f} img/s"
     if level.get("count"):
         text += f", p50 {level['p50_ms']:.0f} ms, p99 {level['p99_ms']:.0f} ms"
+        # CPU per request: where the two cores went.
+        text += f"; CPU/request: client {level['cpu_ms_per_item']:.1f} ms"
+        if "server_cpu_ms_per_request" in level:
+            text += f", server {level['server_cpu_ms_per_request']:.1f} ms"
     if level.get("errors"):
         text += f", {level['errors']} errors ({level.get('first_error')})"
     return text
 
 
 def run_variant(
-    variant: str, weights: str, args: argparse.Namespace, photos: list[Photo], log_dir: Path
+    variant: str,
+    weights: str,
+    args: argparse.Namespace,
+    workloads: dict[str, list[Photo]],
+    log_dir: Path,
 ) -> VariantResult:
     counts = QUICK if args.quick else FULL
     levels = tuple(args.levels)
@@ -139,7 +172,7 @@ def run_variant(
     print(f"== {variant} ({weights} weights): {model}", flush=True)
     port = free_port()
     env = service_env(variant, model, port, dict(args.service_env))
-    inproc, decode = run_inprocess(env, photos, counts)
+    inproc, decode = run_inprocess(env, workloads["web"], workloads["phone"], counts)
     print(
         f"    in-process: { {k: round(v['throughput'], 1) for k, v in inproc.items()} } img/s",
         flush=True,
@@ -147,14 +180,14 @@ def run_variant(
     result = VariantResult(variant, weights, inproc, decode)
     service_argv = [sys.executable, "-m", "service"]
     result.service = measure_server(
-        "service", service_argv, env, port, photos, counts, levels, log_dir
+        "service", service_argv, env, port, workloads, counts, levels, log_dir
     )
     if not args.skip_torch:
         torch_port = free_port()
         torch_argv = [sys.executable, "-m", "benchmarks.baseline_torch_app", "--model", str(model)]
         torch_argv += ["--port", str(torch_port)]
         result.torch = measure_server(
-            "torch-eager", torch_argv, {}, torch_port, photos, counts, levels, log_dir
+            "torch-eager", torch_argv, {}, torch_port, workloads, counts, levels, log_dir
         )
     return result
 
@@ -187,8 +220,9 @@ def render(
         f"Python {cond['python']}, onnxruntime {cond['onnxruntime']}, torch {cond['torch']}, "
         f"Pillow {cond['pillow']}.",
         "",
-        "Photos: scikit-image's chelsea, coffee and astronaut at 640x480 and 4032x3024 "
-        "(quality-90 JPEG), requests cycle through all six.",
+        "Photos: scikit-image's chelsea, coffee and astronaut as quality-90 JPEGs. The web "
+        "workload (every concurrency level, and every target) cycles through them at 640x480; "
+        "the phone workload (concurrency 16) at 4032x3024.",
         "",
     ]
     for result in results:
@@ -233,9 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[VariantResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         photos = make_photo_set(Path(tmp) / "photos")
+        workloads = {
+            "web": [p for p in photos if p.size == WEB_SIZE],
+            "phone": [p for p in photos if p.size == PHONE_SIZE],
+        }
         for variant in args.variants.split(","):
             weights = DEFAULT_WEIGHTS.get(variant, "random")
-            results.append(run_variant(variant, weights, args, photos, log_dir))
+            results.append(run_variant(variant, weights, args, workloads, log_dir))
     targets = [t for r in results for t in evaluate(r, strict_resources=r.variant == "b0")]
     md = render(results, targets_table(targets), cond, command.strip(), time.perf_counter() - start)
     md_path = args.out_dir / f"bench-{stamp}.md"

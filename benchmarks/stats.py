@@ -19,12 +19,17 @@ class RunStats:
     p95_ms: float
     p99_ms: float
     mean_ms: float
+    # CPU time (all threads) spent per item: on a shared machine it moves much less than
+    # wall-clock throughput, so it tells where the cores went even when the run was noisy.
+    cpu_ms_per_item: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def summarize(latencies_s: list[float], duration_s: float, errors: int = 0) -> RunStats:
+def summarize(
+    latencies_s: list[float], duration_s: float, errors: int = 0, cpu_s: float | None = None
+) -> RunStats:
     """Percentiles of per-item latencies and throughput over the whole window."""
     if not latencies_s:
         raise ValueError("no successful measurements: nothing to summarize")
@@ -41,4 +46,5 @@ def summarize(latencies_s: list[float], duration_s: float, errors: int = 0) -> R
         p95_ms=float(p95),
         p99_ms=float(p99),
         mean_ms=float(ms.mean()),
+        cpu_ms_per_item=None if cpu_s is None else 1000.0 * cpu_s / len(latencies_s),
     )
