@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, LiveServer
 from photos import Photo
+from server_process import ROOT, LiveServer
 
 from efficientnet_client.outcome import ExitCode
 

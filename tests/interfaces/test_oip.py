@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import LiveServer
 from photos import Photo
+from server_process import LiveServer
 from tritonclient.utils import InferenceServerException
 
 from service.preprocess import preprocess

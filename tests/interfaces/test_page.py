@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ROOT, LiveServer
 from photos import Photo
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from server_process import ROOT, LiveServer
 
 CHROMIUM = "/usr/bin/chromium"  # apt-get install chromium; Playwright's own download is not used
 CHROMIUM_ARGS = [
