@@ -562,7 +562,7 @@ class OIPRoute(APIRoute):
 
 
 router = APIRouter(prefix="/v2", route_class=OIPRoute, tags=["Open Inference Protocol v2"])
-Protected = [Depends(require_api_key)]
+PROTECTED = [Depends(require_api_key)]
 
 
 def _json(body: dict[str, Any], status_code: int = 200) -> Response:
@@ -614,12 +614,12 @@ async def model_ready(
 
 
 @router.get(
-    "/models/{model_name}", summary="Model metadata: inputs, outputs", dependencies=Protected
+    "/models/{model_name}", summary="Model metadata: inputs, outputs", dependencies=PROTECTED
 )
 @router.get(
     "/models/{model_name}/versions/{model_version}",
     include_in_schema=False,
-    dependencies=Protected,
+    dependencies=PROTECTED,
 )
 async def model_metadata(
     request: Request,
@@ -659,11 +659,11 @@ async def model_metadata(
     )
 
 
-@router.post("/models/{model_name}/infer", summary="Inference", dependencies=Protected)
+@router.post("/models/{model_name}/infer", summary="Inference", dependencies=PROTECTED)
 @router.post(
     "/models/{model_name}/versions/{model_version}/infer",
     include_in_schema=False,
-    dependencies=Protected,
+    dependencies=PROTECTED,
 )
 async def infer(
     request: Request,
