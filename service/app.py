@@ -74,9 +74,10 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # Pillow refuses images over twice this at open(); keep it in step with our own limit so
-    # no code path decodes more than the configured maximum.
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    # preprocess.open_image enforces our limit from the header. Pillow's own process-wide
+    # check (refusing over twice MAX_IMAGE_PIXELS at open) stays as a backstop; only raise it,
+    # so a configured limit above Pillow's default is honoured and other apps' stay intact.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
     session = app.state.preloaded_session or await asyncio.to_thread(ModelSession.load, settings)
     app.state.preloaded_session = None
     runtime = _build_runtime(app, settings, session)
