@@ -4,7 +4,6 @@ with the lifespan run) or over loopback HTTP (uvicorn in a thread)."""
 from __future__ import annotations
 
 import io
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -16,24 +15,25 @@ import pytest
 import uvicorn
 from PIL import Image
 
-# pytest puts tests/ on sys.path (rootdir conftest), where tests/service/ would pass for a
-# namespace package named `service` and shadow the real one: put the repository root first.
+from service.app import create_app
+from service.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
-if sys.path[0] != str(ROOT):
-    sys.path.insert(0, str(ROOT))
-sys.modules.pop("service", None)
-
-from service.app import create_app  # noqa: E402
-from service.config import Settings  # noqa: E402
-
 READY_TIMEOUT_S = 60
 
 
+class _ExplicitSettings(Settings):
+    """Settings from arguments only: a developer's exported EFFICIENTNET_* must not leak in."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **_: Any) -> Any:
+        return (init_settings,)
+
+
 def settings_for(model: Path, **overrides: Any) -> Settings:
-    """Settings for one graph, ignoring whatever EFFICIENTNET_* the developer has exported."""
     variant = model.stem.removeprefix("efficientnet_")
     values: dict[str, Any] = {"model_path": model, "variant": variant, "device": "cpu"}
-    return Settings(**{**values, **overrides})
+    return _ExplicitSettings(**{**values, **overrides})
 
 
 @asynccontextmanager
