@@ -3,6 +3,7 @@ their metadata still says the requested weights."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,6 +16,20 @@ import onnx
 DEFAULT_WEIGHTS: dict[str, str] = {"b0": "random", "lite0": "imagenet"}
 
 
+EXPORTER = Path(__file__).resolve().parent.parent / "model_export"
+
+
+def exporter_key() -> str:
+    """A hash of model_export's sources: a changed exporter (e.g. how random weights are
+    drawn) gets a fresh export, so the torch baseline always rebuilds the same weights."""
+    digest = hashlib.sha256()
+    for path in sorted(EXPORTER.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".txt", ".json"}:
+            digest.update(path.relative_to(EXPORTER).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def read_metadata(path: Path) -> dict[str, object]:
     proto = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
@@ -22,9 +37,9 @@ def read_metadata(path: Path) -> dict[str, object]:
 
 
 def ensure_model(variant: str, weights: str, models_dir: Path, fp16: bool = False) -> Path:
-    """`models_dir/<variant>-<weights>[-fp16]/efficientnet_<variant>.onnx`, exported if absent
-    or if the file there holds other weights or precision."""
-    out_dir = models_dir / f"{variant}-{weights}{'-fp16' if fp16 else ''}"
+    """`models_dir/<variant>-<weights>[-fp16]-<exporter key>/efficientnet_<variant>.onnx`,
+    exported if absent or if the file there holds other weights or precision."""
+    out_dir = models_dir / f"{variant}-{weights}{'-fp16' if fp16 else ''}-{exporter_key()}"
     path = out_dir / f"efficientnet_{variant}.onnx"
     if path.is_file():
         meta = read_metadata(path)

@@ -58,6 +58,7 @@ class VariantResult:
     decode_ms: dict[str, float]  # "640x480" / "4032x3024": median decode + preprocess
     service: ServerResult | None = None
     torch: ServerResult | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the service's, as resolved
 
     @property
     def limit_throughput(self) -> float:
@@ -180,6 +181,9 @@ def figures_table(result: VariantResult) -> str:
             )
     decode = ", ".join(f"{size}: {ms:.1f} ms" for size, ms in result.decode_ms.items())
     lines.append(f"- decode + preprocess (service code, median): {decode}")
+    if result.settings:
+        shown = ", ".join(f"{k} {v}" for k, v in result.settings.items())
+        lines.append(f"- service settings (both in-process and HTTP): {shown}")
     return "\n".join(lines)
 
 

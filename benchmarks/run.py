@@ -74,25 +74,34 @@ def service_env(variant: str, model: Path, port: int, extra: dict[str, str]) -> 
 
 def run_inprocess(
     env: dict[str, str], web: list[Photo], phone: list[Photo], counts: Counts
-) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], dict[str, Any]]:
     session, settings = inprocess.open_session(env)
     spec, max_px = session.metadata.preprocessing, settings.max_image_pixels
     workers, _ = settings.thread_counts()
+    max_batch = settings.batch_policy(session.provider).max_batch_size
     secs = counts.inprocess_seconds
     decode = inprocess.decode_preprocess_ms(web + phone, spec, max_px, counts.decode_repeats)
     stats = {
         "sequential": inprocess.sequential(session, web, spec, max_px, counts.sequential, secs),
         "pipelined": inprocess.pipelined(
-            session, web, spec, max_px, workers, counts.pipelined, secs
+            session, web, spec, max_px, workers, counts.pipelined, secs, max_batch
         ),
         "ort_batch1": inprocess.ort_alone(
             session, inprocess.preprocessed(web, spec, max_px), 1, counts.ort, secs
         ),
         "pipelined_phone": inprocess.pipelined(
-            session, phone, spec, max_px, workers, counts.pipelined // 2, secs
+            session, phone, spec, max_px, workers, counts.pipelined // 2, secs, max_batch
         ),
     }
-    return {k: v.as_dict() for k, v in stats.items()}, decode
+    policy = settings.batch_policy(session.provider)
+    resolved = {
+        "provider": session.provider,
+        "preprocess pool": workers,
+        "intra-op threads": settings.thread_counts()[1],
+        "max batch": policy.max_batch_size,
+        "max batch delay ms": policy.max_delay_ms,
+    }
+    return {k: v.as_dict() for k, v in stats.items()}, decode, resolved
 
 
 def run_level(server: Server, photos: list[Photo], level: int, counts: Counts) -> dict[str, Any]:
@@ -172,12 +181,12 @@ def run_variant(
     print(f"== {variant} ({weights} weights): {model}", flush=True)
     port = free_port()
     env = service_env(variant, model, port, dict(args.service_env))
-    inproc, decode = run_inprocess(env, workloads["web"], workloads["phone"], counts)
+    inproc, decode, resolved = run_inprocess(env, workloads["web"], workloads["phone"], counts)
     print(
         f"    in-process: { {k: round(v['throughput'], 1) for k, v in inproc.items()} } img/s",
         flush=True,
     )
-    result = VariantResult(variant, weights, inproc, decode)
+    result = VariantResult(variant, weights, inproc, decode, settings=resolved)
     service_argv = [sys.executable, "-m", "service"]
     result.service = measure_server(
         "service", service_argv, env, port, workloads, counts, levels, log_dir

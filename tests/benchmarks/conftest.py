@@ -21,8 +21,10 @@ def bench_models(
 ) -> Path:
     """A models dir laid out as benchmarks.models expects, filled from the shared exports
     (so the benchmarks reuse them instead of exporting again)."""
+    from benchmarks.models import exporter_key
+
     root = tmp_path_factory.mktemp("bench-models")
     for name, source in (("b0-random", b0_random_onnx), ("lite0-imagenet", lite0_onnx)):
-        (root / name).mkdir()
-        shutil.copy(source, root / name / source.name)
+        (root / f"{name}-{exporter_key()}").mkdir()
+        shutil.copy(source, root / f"{name}-{exporter_key()}" / source.name)
     return root

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.models import ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, make_photo_set
 from benchmarks.procs import free_port, start_server
 from benchmarks.run import QUICK, run_level, service_env
@@ -77,7 +78,7 @@ def test_load_generator_counts_refused_requests_as_errors(
     not_a_photo = tmp_path / "notes.jpg"
     not_a_photo.write_bytes(b"this is not a JPEG")
     port = free_port()
-    model = bench_models / "b0-random" / "efficientnet_b0.onnx"
+    model = ensure_model("b0", "random", bench_models)  # the shared export, not a new one
     env = service_env("b0", model, port, {})
     server = start_server("service", [sys.executable, "-m", "service"], port, env,
                           tmp_path / "service.log")  # fmt: skip
