@@ -1,0 +1,19 @@
+"""Fixtures for the reliability suite: one shared real server (``python -m service``) over the
+packaged ImageNet Lite0 graph, started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from reliability_helpers import REQUEST_TIMEOUT_S, Server, model_env, running_server
+
+
+@pytest.fixture(scope="session")
+def served(lite0_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service with its default limits (20 MiB body, 50 MP images), access log on."""
+    env = model_env(lite0_onnx, EFFICIENTNET_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S))
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    with running_server(env, log, "--access-log") as server:
+        yield server

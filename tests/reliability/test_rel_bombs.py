@@ -1,0 +1,92 @@
+"""Decompression bombs: small files claiming huge canvases are refused with 413 from their
+header, before a full decode allocates, and the server's peak RSS shows it.
+
+The peak is the kernel's VmHWM of the server process, reset just before the bombs
+(``/proc/<pid>/clear_refs``), so it measures this phase alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from reliability_helpers import Server, assert_error_shape
+from reliability_images import gif_canvas, jpeg_claiming, png_bomb, webp_claiming
+
+MiB = 1024 * 1024
+# The smallest bomb below would take 64 MB decoded as 1-bit and 192 MB as RGB, the 30000² PNG
+# 900 MB / 2.7 GB: a peak growth under this bound proves none of them was decoded.
+PEAK_GROWTH_LIMIT_KB = 48 * 1024
+ANSWER_WITHIN_S = 3.0
+
+BOMBS: dict[str, Callable[[], bytes]] = {
+    # A complete, valid PNG: all 30000 rows are really there, compressed ~8000:1.
+    "png_30000x30000": lambda: png_bomb(30_000),
+    # Over the service's 50 MP limit but under Pillow's own 2x guard: the service's check acts.
+    "png_8000x8000": lambda: png_bomb(8_000),
+    "gif_canvas_65535x65535": gif_canvas,
+    "jpeg_sof_65000x65000": lambda: jpeg_claiming(65_000, 65_000),
+    "webp_16384x16384": lambda: webp_claiming(16_384, 16_384),
+}
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    return {name: build() for name, build in BOMBS.items()}
+
+
+def test_bombs_rejected_before_decode(served: Server, bombs: dict[str, bytes]) -> None:
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        client.get("/healthz")
+        before = served.rss_kb()
+        served.reset_peak()
+        for name, data in bombs.items():
+            for kind in ("raw", "multipart"):
+                if kind == "raw":
+                    response = client.post("/classify", content=data)
+                else:
+                    response = client.post("/classify", files={"file": (name, data, "image/png")})
+                code = assert_error_shape(response, {413})
+                assert code == "image_too_large", (name, kind, response.text)
+                assert "pixels" in response.json()["error"]["message"]
+                elapsed = response.elapsed.total_seconds()
+                assert elapsed < ANSWER_WITHIN_S, (name, kind, elapsed)
+        peak = served.hwm_kb()
+    growth = peak - before
+    sizes = {name: len(data) for name, data in bombs.items()}
+    print(f"bomb sizes (bytes): {sizes}; server RSS before {before / 1024:.0f} MiB, "
+          f"peak during bombs {peak / 1024:.0f} MiB (+{growth / 1024:.1f} MiB)")  # fmt: skip
+    assert growth < PEAK_GROWTH_LIMIT_KB, f"peak RSS grew {growth / 1024:.0f} MiB during bombs"
+    served.assert_alive()
+
+
+def test_bomb_in_batch_fails_alone(served: Server, bombs: dict[str, bytes], photos: dict) -> None:
+    """In /classify/batch a bomb gets its own 413 entry and its neighbours are classified."""
+    cat = photos["chelsea"].path.read_bytes()
+    files = [
+        ("file", ("cat.jpg", cat, "image/jpeg")),
+        ("file", ("bomb.png", bombs["png_30000x30000"], "image/png")),
+        ("file", ("bomb.jpg", bombs["jpeg_sof_65000x65000"], "image/jpeg")),
+        ("file", ("cat2.jpg", cat, "image/jpeg")),
+    ]
+    response = httpx.post(f"{served.url}/classify/batch", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status_code"] for r in results] == [200, 413, 413, 200]
+    assert results[1]["error"]["code"] == results[2]["error"]["code"] == "image_too_large"
+    for item in (results[0], results[3]):
+        assert item["result"]["predictions"][0]["index"] in photos["chelsea"].expected
+
+
+def test_peak_probe_sees_a_real_decode(served: Server) -> None:
+    """The probe's control: an honest 36 MP image (under the limit) is decoded, and the same
+    measurement shows the gigabyte-class growth the bombs above did not cause."""
+    data = png_bomb(6_000)  # 1-bit, 6000x6000: about 144 MB once converted to RGB
+    served.reset_peak()
+    before = served.rss_kb()
+    response = httpx.post(f"{served.url}/classify", content=data, timeout=60)
+    growth = served.hwm_kb() - before
+    assert response.status_code == 200, response.text
+    print(f"control decode of 6000x6000: peak RSS +{growth / 1024:.0f} MiB")
+    assert growth > PEAK_GROWTH_LIMIT_KB, growth
