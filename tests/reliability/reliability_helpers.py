@@ -28,6 +28,7 @@ STOP_TIMEOUT_S = 30
 # The shared server's EFFICIENTNET_REQUEST_TIMEOUT_S: short enough that a hang fails the suite
 # quickly, long enough for a loaded 2-core CI machine.
 REQUEST_TIMEOUT_S = 10
+API_KEY = "reliability-test-key"
 # Statuses an upload may get; anything else (5xx above all) is a failure.
 UPLOAD_ERRORS = {400, 413, 415}
 ERROR_CODES = {"bad_image", "empty_body", "unsupported_media_type", "image_too_large"}
@@ -102,8 +103,9 @@ def _wait_ready(server: Server) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n"
-                               f"{server.log_text()}")  # fmt: skip
+            raise RuntimeError(
+                f"server exited with {server.process.returncode}:\n{server.log_text()}"
+            )
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
                 return

@@ -113,9 +113,12 @@ def _chunked(total: int, prefix: bytes) -> Iterator[bytes]:
 
 @pytest.mark.parametrize(
     "path,content_type",
-    [("/classify", "image/jpeg"), ("/classify", "multipart/form-data; boundary=x"),
-     ("/classify/batch", "multipart/form-data; boundary=x")],
-)  # fmt: skip
+    [
+        ("/classify", "image/jpeg"),
+        ("/classify", "multipart/form-data; boundary=x"),
+        ("/classify/batch", "multipart/form-data; boundary=x"),
+    ],
+)
 def test_chunked_body_over_limit_refused_while_streaming(
     strict: Server, path: str, content_type: str
 ) -> None:
@@ -136,8 +139,10 @@ def test_chunked_body_over_limit_refused_while_streaming(
     finally:
         exchange.close()
     growth = strict.hwm_kb() - before
-    print(f"{path} {content_type}: 413 after {sent_at_answer / MiB:.1f} MiB sent in "
-          f"{answered_s:.2f} s; server peak RSS +{growth / 1024:.1f} MiB")  # fmt: skip
+    print(
+        f"{path} {content_type}: 413 after {sent_at_answer / MiB:.1f} MiB sent in "
+        f"{answered_s:.2f} s; server peak RSS +{growth / 1024:.1f} MiB"
+    )
     assert status == 413 and body["error"]["code"] == "payload_too_large", body
     assert headers.get("connection") == "close"
     # Refused early: a few socket buffers past the limit, nowhere near the 256 MiB.
@@ -177,8 +182,9 @@ def test_trickled_upload_times_out_without_blocking_others(
         head = _head(path, "Content-Type: image/jpeg", f"Content-Length: {total}")
         chunks = _trickle(total, 100)
     else:
-        head = _head(path, "Content-Type: multipart/form-data; boundary=x",
-                     f"Content-Length: {total}")  # fmt: skip
+        head = _head(
+            path, "Content-Type: multipart/form-data; boundary=x", f"Content-Length: {total}"
+        )
         chunks = iter([MULTIPART_PREFIX, *_trickle(total - len(MULTIPART_PREFIX), 100)])
     cat = photos["chelsea"].path.read_bytes()
     exchange = RawExchange(strict, head)

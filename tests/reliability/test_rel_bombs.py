@@ -55,8 +55,10 @@ def test_bombs_rejected_before_decode(served: Server, bombs: dict[str, bytes]) -
         peak = served.hwm_kb()
     growth = peak - before
     sizes = {name: len(data) for name, data in bombs.items()}
-    print(f"bomb sizes (bytes): {sizes}; server RSS before {before / 1024:.0f} MiB, "
-          f"peak during bombs {peak / 1024:.0f} MiB (+{growth / 1024:.1f} MiB)")  # fmt: skip
+    print(
+        f"bomb sizes (bytes): {sizes}; server RSS before {before / 1024:.0f} MiB, "
+        f"peak during bombs {peak / 1024:.0f} MiB (+{growth / 1024:.1f} MiB)"
+    )
     assert growth < PEAK_GROWTH_LIMIT_KB, f"peak RSS grew {growth / 1024:.0f} MiB during bombs"
     served.assert_alive()
 

@@ -71,17 +71,27 @@ def _fault(case: str, lite0: Path, b0: Path, tmp: Path) -> tuple[dict[str, str],
         return model_env(lite0, EFFICIENTNET_MAX_QUEUE="lots"), "EFFICIENTNET_MAX_QUEUE"
     if case == "cuda_required":
         return clean_env(
-            EFFICIENTNET_VARIANT="lite0", EFFICIENTNET_MODEL_PATH=str(lite0),
+            EFFICIENTNET_VARIANT="lite0",
+            EFFICIENTNET_MODEL_PATH=str(lite0),
             EFFICIENTNET_DEVICE="cuda",
-        ), "CUDA"  # fmt: skip
+        ), "CUDA"
     raise AssertionError(case)
 
 
 FAULTS = [
-    "missing_file", "directory_not_file", "truncated_onnx", "garbage_onnx", "empty_onnx",
-    "metadata_missing", "metadata_not_json", "metadata_off_contract", "unknown_variant",
-    "variant_mismatch", "bad_setting", "cuda_required",
-]  # fmt: skip
+    "missing_file",
+    "directory_not_file",
+    "truncated_onnx",
+    "garbage_onnx",
+    "empty_onnx",
+    "metadata_missing",
+    "metadata_not_json",
+    "metadata_off_contract",
+    "unknown_variant",
+    "variant_mismatch",
+    "bad_setting",
+    "cuda_required",
+]
 
 
 @pytest.mark.parametrize("case", FAULTS)
@@ -148,8 +158,10 @@ def test_sigterm_under_load_finishes_in_flight_requests(
         if server.process.poll() is None:
             server.process.kill()
     after = sum(1 for _, _, at in results if at > signalled)
-    print(f"SIGTERM with {n} in flight: {after} answered after the signal, statuses "
-          f"{sorted({s for s, _, _ in results})}, exit {code}")  # fmt: skip
+    print(
+        f"SIGTERM with {n} in flight: {after} answered after the signal, statuses "
+        f"{sorted({s for s, _, _ in results})}, exit {code}"
+    )
     assert len(results) == n
     assert all(status == 200 for status, _, _ in results), results
     assert all(top1 in photos["chelsea"].expected for _, top1, _ in results)

@@ -33,7 +33,7 @@ from reliability_images import (
     webp_claiming,
 )
 
-EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,

@@ -49,8 +49,10 @@ class BurstStats:
         if not times:
             return f"0 x {status}"
         p95 = times[int(0.95 * (len(times) - 1))]
-        return (f"{len(times)} x {status} (median {statistics.median(times):.2f} s, "
-                f"p95 {p95:.2f} s, max {times[-1]:.2f} s)")  # fmt: skip
+        return (
+            f"{len(times)} x {status} (median {statistics.median(times):.2f} s, "
+            f"p95 {p95:.2f} s, max {times[-1]:.2f} s)"
+        )
 
 
 async def _gather(url: str, body: bytes) -> list[RawResponse]:
@@ -79,9 +81,11 @@ def check_burst(server: Server, body: bytes, expected: frozenset[int]) -> tuple[
     assert {o.status for o in baseline} == {415}
     cheap_s = max(o.seconds for o in baseline)
     stats = burst(server.url, body)
-    print(f"burst of {BURST} (queue {MAX_QUEUE}, {len(body)} B JPEG) in {stats.wall_s:.1f} s: "
-          f"{stats.describe(200)}, {stats.describe(503)}; "
-          f"baseline 415 burst max {cheap_s:.2f} s")  # fmt: skip
+    print(
+        f"burst of {BURST} (queue {MAX_QUEUE}, {len(body)} B JPEG) in {stats.wall_s:.1f} s: "
+        f"{stats.describe(200)}, {stats.describe(503)}; "
+        f"baseline 415 burst max {cheap_s:.2f} s"
+    )
     ok, refused = stats.of(200), stats.of(503)
     assert len(ok) + len(refused) == BURST, {o.status for o in stats.outcomes}
     assert ok and refused, "the burst neither succeeded nor overflowed the queue"

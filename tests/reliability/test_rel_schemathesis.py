@@ -13,26 +13,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from reliability_helpers import REQUEST_TIMEOUT_S, Server, model_env, running_server
+from reliability_helpers import API_KEY, REQUEST_TIMEOUT_S, Server
 
-API_KEY = "schemathesis-key"
 EXAMPLES = 25
 SEED = 0
-
-
-@pytest.fixture(scope="module")
-def keyed(lite0_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = model_env(
-        lite0_onnx,
-        EFFICIENTNET_API_KEY=API_KEY,
-        EFFICIENTNET_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
-    )
-    with running_server(env, tmp_path_factory.mktemp("keyed") / "server.log") as server:
-        yield server
 
 
 def schemathesis(server: Server, report_dir: Path, checks: str, *select: str) -> None:
