@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from reliability_helpers import (
+    ERROR_CODES,
     REQUEST_TIMEOUT_S,
+    UPLOAD_ERRORS,
     Server,
     assert_classification,
     assert_error_shape,
@@ -85,7 +87,7 @@ def check_upload(client: httpx.Client, server: Server, data: bytes, multipart: b
         # Consistency: whatever the service accepted really is an image Pillow can decode.
         Image.open(io.BytesIO(data)).load()
     else:
-        assert_error_shape(response)
+        assert assert_error_shape(response) in ERROR_CODES, response.text
     assert client.get("/healthz").status_code == 200, "server stopped answering /healthz"
     assert server.process.poll() is None, "server died"
     return response.status_code
@@ -159,3 +161,30 @@ def test_small_image_formats_accepted(client: httpx.Client) -> None:
     for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
         response = client.post("/classify", content=small_image(fmt))
         assert response.status_code == 200, (fmt, response.text)
+
+
+def test_batch_of_mutated_images(
+    client: httpx.Client, served: Server, originals: dict[str, bytes]
+) -> None:
+    """/classify/batch with 1-4 mutated files: a 200 whose items each honour the contract on
+    their own (a well-formed result, or an error entry with 400/413/415), in upload order."""
+
+    @FUZZ
+    @given(files=st.lists(mutated(originals), min_size=1, max_size=4))
+    def prop(files: list[bytes]) -> None:
+        parts = [("file", (f"f{i}", data, "image/jpeg")) for i, data in enumerate(files)]
+        response = client.post("/classify/batch", files=parts)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [r["filename"] for r in results] == [f"f{i}" for i in range(len(files))]
+        for item in results:
+            if item["status_code"] == 200:
+                assert item["error"] is None
+                assert_classification(item["result"], top_k=5)
+            else:
+                assert item["status_code"] in UPLOAD_ERRORS and item["result"] is None, item
+                assert item["error"]["code"] in ERROR_CODES and item["error"]["message"]
+        assert client.get("/healthz").status_code == 200
+        assert served.process.poll() is None, "server died"
+
+    prop()
