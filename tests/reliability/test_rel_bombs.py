@@ -7,6 +7,7 @@ The peak is the kernel's VmHWM of the server process, reset just before the bomb
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 
 import httpx
@@ -92,3 +93,18 @@ def test_peak_probe_sees_a_real_decode(served: Server) -> None:
     assert response.status_code == 200, response.text
     print(f"control decode of 6000x6000: peak RSS +{growth / 1024:.0f} MiB")
     assert growth > PEAK_GROWTH_LIMIT_KB, growth
+
+
+def test_bombs_via_open_inference_protocol(served: Server, bombs: dict[str, bytes]) -> None:
+    """The same bombs as /v2 BYTES inputs (base64 in JSON) are refused with 413 too."""
+    url = f"{served.url}/v2/models/efficientnet_lite0/infer"
+    served.reset_peak()
+    before = served.rss_kb()
+    for name, data in bombs.items():
+        tensor = {"name": "encoded_image", "datatype": "BYTES", "shape": [1]}
+        tensor["data"] = [base64.b64encode(data).decode()]
+        response = httpx.post(url, json={"inputs": [tensor]}, timeout=30)
+        assert response.status_code == 413, (name, response.text)
+        assert set(response.json()) == {"error"}, response.text
+    growth = served.hwm_kb() - before
+    assert growth < PEAK_GROWTH_LIMIT_KB, f"peak RSS grew {growth / 1024:.0f} MiB"

@@ -10,6 +10,7 @@ no example database. RELIABILITY_FUZZ_EXAMPLES scales the number of examples per
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterator
 
@@ -188,3 +189,34 @@ def test_batch_of_mutated_images(
         assert served.process.poll() is None, "server died"
 
     prop()
+
+
+OIP_INPUTS = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["image", "normalized_image", "encoded_image", "x"]),
+        "datatype": st.sampled_from(["UINT8", "FP32", "BYTES", "INT64"]),
+        "shape": st.lists(st.integers(-1, 2**40), min_size=0, max_size=5),
+        "data": st.one_of(
+            st.lists(st.integers(-(2**8), 2**9), max_size=64),
+            st.lists(st.floats(allow_nan=True), max_size=16),
+            st.lists(st.text(max_size=16), max_size=4),
+        ),
+    }
+)
+
+
+@FUZZ
+@given(inputs=st.lists(OIP_INPUTS, max_size=2))
+def test_open_inference_protocol_tensors(
+    client: httpx.Client, served: Server, inputs: list[dict]
+) -> None:
+    """/v2 infer with fuzzed tensors (absurd shapes above all: up to 2^40 per axis) answers a
+    4xx in the protocol's error shape without allocating what the shape claims."""
+    # json.dumps writes NaN/Infinity (not JSON): the server must refuse those bodies too.
+    body = json.dumps({"inputs": inputs})
+    headers = {"content-type": "application/json"}
+    response = client.post("/v2/models/efficientnet_lite0/infer", content=body, headers=headers)
+    assert response.status_code in {400, 413, 415, 422}, response.text
+    assert set(response.json()) == {"error"}, response.text
+    assert client.get("/healthz").status_code == 200
+    assert served.process.poll() is None, "server died"
