@@ -83,7 +83,7 @@ def check_burst(server: Server, body: bytes, expected: frozenset[int]) -> tuple[
     stats = burst(server.url, body)
     print(
         f"burst of {BURST} (queue {MAX_QUEUE}, {len(body)} B JPEG) in {stats.wall_s:.1f} s: "
-        f"{stats.describe(200)}, {stats.describe(503)}; "
+        f"{stats.describe(200)}, {stats.describe(503)}, {stats.describe(504)}; "
         f"baseline 415 burst max {cheap_s:.2f} s"
     )
     ok, refused = stats.of(200), stats.of(503)
