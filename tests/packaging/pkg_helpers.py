@@ -17,10 +17,20 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 
 
+# make's own variables and the Makefile's knobs. Under `make test PYTEST_ARGS=...` make exports
+# command-line variables to its children, and an inherited MAKEFLAGS (say `-n` or `-k`) or
+# knob would change what the nested make under test does.
+MAKE_ENV = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+MAKEFILE_KNOBS = {
+    "PYTHON", "VENV", "VARIANT", "MODEL_DIR", "HOST", "PORT", "PYTEST_ARGS", "BENCH_ARGS",
+    "RUFF_PATHS", "DOCKERFILE", "HADOLINT_CONFIG", "COMPOSE_FILES", "COMPOSE_SCHEMA",
+    "K8S_MANIFESTS", "K8S_VERSION", "SHELL_SCRIPTS", "CHROMIUM",
+}  # fmt: skip
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus make's own variables: under `make test`, an inherited MAKEFLAGS
-    (say `-n` or `-k`) would change what the nested make does."""
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    """The environment without make's variables or the Makefile's knobs, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV | MAKEFILE_KNOBS}
     env.update(extra)
     return env
 
