@@ -109,7 +109,7 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
                 ">",
                 1.0,
             )
-            for level in CONCURRENCY_LEVELS
+            for level in sorted(svc.levels)
             if level != c
         ]
     if svc and 1 in svc.levels and svc.levels[1].get("count"):
@@ -146,7 +146,8 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 HEADER = (
     "| measurement | images/s | p50 ms | p95 ms | p99 ms | CPU ms/img (client) "
-    "| / in-process | / torch | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| RSS MB | / in-process | / torch | errors |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 INPROCESS_ROWS = (
     ("sequential", "in-process: decode + preprocess + ORT, one at a time"),
@@ -167,7 +168,7 @@ def figures_table(result: VariantResult) -> str:
         ref_tput = phone if key.endswith("phone") else limit
         cells = [label, f"{s['throughput']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p95_ms']:.1f}"]
         cells += [f"{s['p99_ms']:.1f}", _fmt(s.get("cpu_ms_per_item"))]
-        cells += [f"{s['throughput'] / ref_tput:.2f}", "", "0"]
+        cells += ["", f"{s['throughput'] / ref_tput:.2f}", "", "0"]
         lines.append("| " + " | ".join(cells) + " |")
     for server in (result.service, result.torch):
         if server is not None:
@@ -208,7 +209,8 @@ def _server_row(
         vs_torch = f"{tput / float(torch['throughput']):.2f}"
     cpu = f"{_fmt(s.get('server_cpu_ms_per_request'))} ({_fmt(s.get('cpu_ms_per_item'))})"
     cells = [f"{name} HTTP {label}", f"{tput:.1f}", _fmt(s.get("p50_ms")), _fmt(s.get("p95_ms"))]
-    cells += [_fmt(s.get("p99_ms")), cpu, f"{tput / limit:.2f}", vs_torch, str(s.get("errors", 0))]
+    cells += [_fmt(s.get("p99_ms")), cpu, _fmt(s.get("rss_mb_during"), 0)]
+    cells += [f"{tput / limit:.2f}", vs_torch, str(s.get("errors", 0))]
     return "| " + " | ".join(cells) + " |"
 
 
