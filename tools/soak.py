@@ -195,6 +195,16 @@ def _window_median(samples: list[tuple[float, int]], start: float, end: float) -
     return int(statistics.median(values))
 
 
+def _trend(samples: list[tuple[float, int]], every_s: float) -> list[tuple[int, float]]:
+    """A few (second, MiB) points: enough to tell a plateau from a slope at a glance."""
+    points, next_at = [], 0.0
+    for t, rss in samples:
+        if t >= next_at:
+            points.append((round(t), round(rss / 1024, 1)))
+            next_at = t + every_s
+    return points
+
+
 @dataclass
 class Report:
     duration_s: float
@@ -213,6 +223,7 @@ class Report:
     rss_end_mib: float
     rss_peak_mib: float
     rss_growth_pct: float
+    rss_trend_mib: list[tuple[int, float]]  # (second, RSS) about every tenth of the run
     cases: int
     server_alive: bool
     passed: bool
@@ -222,6 +233,7 @@ class Report:
 def run(args: argparse.Namespace) -> Report:
     cases = build_cases()
     log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
     process, url = start_server(Path(args.model), log)
     samples: list[tuple[float, int]] = [(0.0, rss_kb(process.pid))]
     stop = threading.Event()
@@ -294,6 +306,7 @@ def _report(
         rss_end_mib=round(end / mib, 1),
         rss_peak_mib=round(max(rss for _, rss in samples) / mib, 1),
         rss_growth_pct=round(growth, 2),
+        rss_trend_mib=_trend(samples, args.duration / 10),
         cases=n_cases,
         server_alive=alive,
         passed=not failures,
@@ -323,7 +336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="allowed RSS growth after warm-up, percent (default 10)",
     )
     parser.add_argument("--json", help="also write the report here")
-    parser.add_argument("--log", default="soak-server.log", help="the server's output")
+    parser.add_argument(
+        "--log", default=str(ROOT / "artifacts" / "soak-server.log"), help="the server's output"
+    )
     args = parser.parse_args(argv)
     if args.warmup is None:
         args.warmup = min(30.0, args.duration / 5)
@@ -340,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(asdict(report), indent=2)
     print(text)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(text + "\n")
     print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures), file=sys.stderr)
     return 0 if report.passed else 1
