@@ -16,6 +16,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 # Files the linters look at; overridable so tests/packaging can point them at broken copies
 # and prove that each check fails the build.
@@ -40,7 +41,7 @@ GRAPH := $(MODEL_DIR)/efficientnet_$(VARIANT).onnx
 PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PIP_FILTER = 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help serve test bench lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
+.PHONY: help serve test soak bench lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
 	install install-test clean clean-models
 
 help: ## list the targets
@@ -102,6 +103,9 @@ lint-k8s:
 	$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
 
 ci: lint test ## what .ci/run does
+
+soak: $(STAMP_TEST) $(MODEL_DIR)/efficientnet_lite0.onnx ## issue 5's 5-minute soak of a real server
+	$(BIN)/python tools/soak.py --model $(MODEL_DIR)/efficientnet_lite0.onnx $(SOAK_ARGS)
 
 bench: $(STAMP_TEST) ## issue 7's benchmarks (~10 min); writes artifacts/bench-*.{md,json}
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
