@@ -36,7 +36,7 @@ from reliability_images import (
     webp_claiming,
 )
 
-EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "400"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
