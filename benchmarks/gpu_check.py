@@ -212,9 +212,18 @@ def service_end_to_end(models_dir: Path, mode: Mode, log_dir: Path) -> dict[str,
         "EFFICIENTNET_PORT": str(port),
         "EFFICIENTNET_LOG_LEVEL": "warning",
     }
-    server = start_server(
-        "service", python_argv("-m", "service"), port, env, log_dir / "gpu-service.log"
-    )
+    try:
+        server = start_server(
+            "service", python_argv("-m", "service"), port, env, log_dir / "gpu-service.log"
+        )
+    except RuntimeError as exc:
+        # EFFICIENTNET_DEVICE=cuda: the service refuses to start rather than fall back.
+        raise CheckFailed(
+            f"the service did not start on {mode.provider} (if onnxruntime found CUDA here "
+            "but not there, the service process lacks the CUDA/cuDNN libraries on its "
+            f"library path): {str(exc)[-1500:]}",
+            code=2,
+        ) from None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             photos = make_photo_set(Path(tmp), sizes=(WEB_SIZE,))
@@ -256,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-service", action="store_true")
     args = parser.parse_args(argv)
     mode = DRY if args.dry_run else GPU
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if mode.on_gpu and hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, when they are installed
     report: dict[str, object] = {"mode": mode.label, "device": gpu_name() if mode.on_gpu else "CPU"}
@@ -282,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return exc.code
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[{mode.label}] all checks passed; figures in {args.out}")
     return 0

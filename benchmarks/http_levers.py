@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import WEB_SIZE, make_photo_set
-from benchmarks.procs import free_port, start_server
+from benchmarks.procs import free_port, start_server, tree_hwm_bytes
 from benchmarks.run import FULL, run_level, service_env
 
 UVICORN = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
@@ -26,9 +26,12 @@ UVICORN += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
 CONFIGS: dict[str, tuple[dict[str, str], list[str] | None]] = {
     "service defaults": ({}, None),
     "max batch 1": ({"EFFICIENTNET_MAX_BATCH_SIZE": "1"}, None),
+    "max batch 2": ({"EFFICIENTNET_MAX_BATCH_SIZE": "2"}, None),
     "max batch 4": ({"EFFICIENTNET_MAX_BATCH_SIZE": "4"}, None),
     "intra-op 1": ({"EFFICIENTNET_INTRA_OP_THREADS": "1"}, None),
     "preprocess pool 1": ({"EFFICIENTNET_PREPROCESS_THREADS": "1"}, None),
+    # glibc gives each thread that mallocs its own arena; fewer arenas, less resident memory.
+    "MALLOC_ARENA_MAX=2": ({"MALLOC_ARENA_MAX": "2"}, None),
     "uvicorn CLI, uvloop + httptools": ({}, [*UVICORN, "--loop", "uvloop", "--http", "httptools"]),
     "uvicorn CLI, asyncio + h11": ({}, [*UVICORN, "--loop", "asyncio", "--http", "h11"]),
 }
@@ -42,7 +45,9 @@ def measure(name: str, variant: str, model: Path, photos, requests: int, log_dir
     server = start_server(name, argv, port, env, log_dir / "http-levers.log")
     counts = dataclasses.replace(FULL, requests=requests, level_seconds=30.0)
     try:
-        return {level: run_level(server, photos, level, counts) for level in (1, 16)}
+        figures = {level: run_level(server, photos, level, counts) for level in (1, 16)}
+        figures[16]["peak_rss_mb"] = tree_hwm_bytes(server.process.pid) / (1024 * 1024)
+        return figures
     finally:
         server.stop()
 
@@ -83,15 +88,17 @@ def table(variant: str, samples: dict[str, list[dict[int, dict]]]) -> str:
     lines = [
         f"#### {variant}: service settings over HTTP (web photos, median of rounds)",
         "",
-        "| setting | c16 images/s | vs first | c16 p99 ms | c1 p50 ms | vs first | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| setting | c16 images/s | vs first | c16 p99 ms | c1 p50 ms | vs first | peak RSS MB "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in samples:
         tput, p50 = median(name, 16, "throughput"), median(name, 1, "p50_ms")
         errors = sum(int(s[level].get("errors", 0)) for s in samples[name] for level in (1, 16))
         lines.append(
             f"| {name} | {tput:.1f} | {tput / base_tput:.2f} | {median(name, 16, 'p99_ms'):.0f} "
-            f"| {p50:.1f} | {base_p50 / p50:.2f} | {errors} |"
+            f"| {p50:.1f} | {base_p50 / p50:.2f} | {median(name, 16, 'peak_rss_mb'):.0f} "
+            f"| {errors} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -107,7 +107,7 @@ def test_gpu_check_fails_loudly_when_cuda_is_not_really_used(bench_models: Path)
 
 def test_gpu_check_dry_run_exercises_the_logic_on_cpu(bench_models: Path, tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
-    args = ["benchmarks/gpu_check.sh", "--dry-run", "--skip-service"]
+    args = ["benchmarks/gpu_check.sh", "--dry-run"]
     done = subprocess.run(
         ["bash", *args, "--models-dir", str(bench_models), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -122,6 +122,9 @@ def test_gpu_check_dry_run_exercises_the_logic_on_cpu(bench_models: Path, tmp_pa
     assert report["accuracy"]["max_abs_diff"] <= 1e-3
     assert report["accuracy"]["fp16_top1_agreement"] >= 0.99
     assert {row["precision"] for row in report["throughput"]} == {"fp32", "fp16"}
+    # The service end to end at concurrency 64, on the CPU here.
+    assert report["service_c64"]["count"] >= 64 and report["service_c64"]["errors"] == 0
+    assert "[CPU DRY RUN, NOT GPU FIGURES] service b0 end to end" in done.stdout
 
 
 def test_phone_photos_are_real_camera_sized_jpegs(tmp_path: Path) -> None:
