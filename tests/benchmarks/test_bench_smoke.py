@@ -115,7 +115,7 @@ def test_gpu_check_dry_run_exercises_the_logic_on_cpu(bench_models: Path, tmp_pa
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = [line for line in done.stdout.splitlines() if "images/s" in line]
-    assert len(figures) == 4  # b0 x (fp32, fp16) x batch (1, 8)
+    assert len(figures) == 5  # b0 x (fp32, fp16) x batch (1, 8), and the service
     assert all(line.startswith("[CPU DRY RUN, NOT GPU FIGURES]") for line in figures)
     report = json.loads(out.read_text())
     assert report["mode"] == "CPU DRY RUN, NOT GPU FIGURES"
