@@ -6,6 +6,7 @@ Runs in the preprocessing thread pool (Pillow releases the GIL while decoding an
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -114,6 +115,8 @@ def decode_image(data: bytes, max_pixels: int, draft_to: int | None = None) -> I
         return to_rgb(img)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None
+    except MemoryError:
+        raise  # not a corrupt image: preprocess() answers 413
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
         raise BadImage(f"truncated or corrupt image: {exc}") from None
 
@@ -125,17 +128,55 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
-def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
-    """RGB image → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph)."""
-    width, height = resized_size(*img.size, spec.resize_size)
-    resized = img.resize((width, height), RESAMPLE[spec.interpolation])
-    crop = spec.crop_size
+def crop_box(width: int, height: int, spec: PreprocessingSpec) -> tuple[float, ...]:
+    """The source region that resize-then-center-crop keeps, in source pixel coordinates."""
+    new_w, new_h = resized_size(width, height, spec.resize_size)
+    crop = spec.crop_size  # ≤ resize_size (PreprocessingSpec), so the crop lies inside
     # torchvision's center_crop rounds the offsets the same way.
-    top = round((height - crop) / 2.0)
-    left = round((width - crop) / 2.0)
-    return np.asarray(resized.crop((left, top, left + crop, top + crop)))
+    top = round((new_h - crop) / 2.0)
+    left = round((new_w - crop) / 2.0)
+    sx, sy = width / new_w, height / new_h
+    return (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+
+
+# How far (in output pixels) each of Pillow's filters reaches; scaled by the downsizing factor.
+FILTER_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "nearest": 0.5}
+
+
+def _reach(low: float, high: float, scale: float, support: float, limit: int) -> tuple[int, int]:
+    """Source pixels [a, b) a resampling filter reads for the output span [low, high)."""
+    margin = math.ceil(support * max(scale, 1.0)) + 1
+    return max(0, math.floor(low) - margin), min(limit, math.ceil(high) + margin)
+
+
+def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
+    """RGB image → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph).
+
+    Resizes only the region the center crop keeps, never the whole image: a 1×4000 strip would
+    otherwise become 256×1,024,000 (~1 GB) before the crop. It copies out the source pixels the
+    filter reaches for that region, then resizes them with Pillow's ``box`` (whose filter scale is
+    box→size, the same as the full image's, with the same sample centres), horizontally then
+    vertically like Pillow's own resize: the result equals resize-then-crop, within a level. (One
+    two-axis box resize does not: it may run the passes in the other order, and bicubic
+    overshoot clipped between the passes then differs by up to ~20 levels.)
+    """
+    left, top, right, bottom = crop_box(*img.size, spec)
+    crop = spec.crop_size
+    support = FILTER_SUPPORT[spec.interpolation]
+    x0, x1 = _reach(left, right, (right - left) / crop, support, img.width)
+    y0, y1 = _reach(top, bottom, (bottom - top) / crop, support, img.height)
+    region = img.crop((x0, y0, x1, y1))
+    resample = RESAMPLE[spec.interpolation]
+    rows = y1 - y0
+    across = region.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
+    out = across.resize((crop, crop), resample, box=(0, top - y0, crop, bottom - y0))
+    return np.asarray(out)
 
 
 def preprocess(data: bytes, spec: PreprocessingSpec, max_pixels: int) -> np.ndarray:
-    """Upload bytes → uint8 HWC model input."""
-    return to_model_input(decode_image(data, max_pixels, draft_to=spec.resize_size), spec)
+    """Upload bytes → uint8 HWC model input; raises ServiceError (4xx) for anything refused."""
+    try:
+        return to_model_input(decode_image(data, max_pixels, draft_to=spec.resize_size), spec)
+    except MemoryError:
+        # Under the pixel limit but still more than this process can hold right now.
+        raise ImageTooLarge("image too large to decode with the memory available") from None

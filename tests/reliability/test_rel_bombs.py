@@ -8,10 +8,12 @@ The peak is the kernel's VmHWM of the server process, reset just before the bomb
 from __future__ import annotations
 
 import base64
+import io
 from collections.abc import Callable
 
 import httpx
 import pytest
+from PIL import Image
 from reliability_helpers import Server, assert_error_shape
 from reliability_images import gif_canvas, jpeg_claiming, png_bomb, webp_claiming
 
@@ -108,3 +110,29 @@ def test_bombs_via_open_inference_protocol(served: Server, bombs: dict[str, byte
         assert set(response.json()) == {"error"}, response.text
     growth = served.hwm_kb() - before
     assert growth < PEAK_GROWTH_LIMIT_KB, f"peak RSS grew {growth / 1024:.0f} MiB"
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 80, 40)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(1, 4000), (4000, 1)])
+def test_extreme_aspect_ratio_is_not_a_memory_bomb(served: Server, size: tuple[int, int]) -> None:
+    """A 1x4000 PNG (4000 pixels, ~100 bytes) is far under every limit, yet resizing its
+    shorter side to 256 before cropping would build a 256x1,024,000 image (~1 GB): the service
+    resizes only the region the center crop keeps."""
+    data = _png(size)
+    served.reset_peak()
+    before = served.rss_kb()
+    response = httpx.post(f"{served.url}/classify", content=data, timeout=60)
+    growth_mib = (served.hwm_kb() - before) / 1024
+    seconds = response.elapsed.total_seconds()
+    print(
+        f"{size[0]}x{size[1]} PNG ({len(data)} B): {response.status_code} in {seconds:.1f} s, "
+        f"peak RSS +{growth_mib:.0f} MiB"
+    )
+    assert response.status_code == 200, response.text
+    assert growth_mib < 64, f"peak RSS grew {growth_mib:.0f} MiB for a 4000-pixel image"
+    assert seconds < 1.0

@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import decode_image, open_image, preprocess, to_rgb
+from service.preprocess import decode_image, open_image, preprocess, to_model_input, to_rgb
 from service.schemas import PreprocessingSpec
 
 TOLERANCE = 1 / 255
@@ -68,6 +68,18 @@ def test_equals_torchvision_on_real_photos(photos: dict[str, Any], spec: Preproc
         assert ours.shape == (spec.crop_size, spec.crop_size, 3) and ours.dtype == np.uint8
         reference = torchvision_pixels(Image.open(photo.path).convert("RGB"), spec)
         assert mad(ours, reference) < TOLERANCE, name
+
+
+@pytest.mark.parametrize("box", [(0, 100, 451, 104), (200, 0, 201, 300), (0, 0, 451, 299)])
+def test_thin_and_odd_images_equal_torchvision(
+    chelsea: Image.Image, spec: PreprocessingSpec, box: tuple[int, int, int, int]
+) -> None:
+    """Strips of a real photo (451x4, 1x300) and an odd size: resizing only the region the crop
+    keeps gives what torchvision's resize-everything-then-crop gives."""
+    strip = chelsea.crop(box)
+    ours = to_model_input(strip, spec)
+    assert ours.shape == (spec.crop_size, spec.crop_size, 3)
+    assert mad(ours, torchvision_pixels(strip, spec)) < TOLERANCE, strip.size
 
 
 def _phone_sized(img: Image.Image) -> bytes:
