@@ -200,6 +200,40 @@ def _draft_decode(data: bytes, spec: PreprocessingSpec, headroom: int):
     return ImageOps.exif_transpose(img).convert("RGB")
 
 
+def draft_accuracy(out_dir: Path) -> str:
+    """What JPEG draft mode costs in fidelity: model input and Lite0's (real weights)
+    probabilities from a drafted decode against a full decode, on phone-size photos."""
+    path = ensure_model("lite0", "imagenet", Path("artifacts/bench-models"))
+    session = ModelSession.load(load_settings(variant="lite0", model_path=path, device="cpu"))
+    spec = session.metadata.preprocessing
+    names = ("chelsea", "coffee", "astronaut", "rocket", "cat")
+    photos = make_photo_set(out_dir / "draft-photos", sizes=(PHONE_SIZE,), names=names)
+    lines = [
+        "#### JPEG draft headroom: fidelity against a full decode (lite0, 4032x3024 photos)",
+        "",
+        "| photo | headroom | max abs pixel diff | mean abs pixel diff | top-1 | max prob diff |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for photo in photos:
+        full = to_model_input(decode_image(photo.data, MAX_PIXELS), spec)
+        reference = _softmax(session.run(full[np.newaxis])[0])
+        for headroom in (2, 1):
+            pixels = to_model_input(_draft_decode(photo.data, spec, headroom), spec)
+            diff = np.abs(pixels.astype(np.int16) - full.astype(np.int16))
+            probs = _softmax(session.run(pixels[np.newaxis])[0])
+            same = "same" if probs.argmax() == reference.argmax() else "DIFFERENT"
+            lines.append(
+                f"| {photo.name} | {headroom} | {diff.max()} | {diff.mean():.2f} | {same} "
+                f"| {np.abs(probs - reference).max():.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
 def run_levers(variant: str, rounds: int, seconds: float, out_dir: Path) -> str:
     path = ensure_model(
         variant, DEFAULT_WEIGHTS.get(variant, "random"), Path("artifacts/bench-models")
@@ -316,8 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
+    parser.add_argument(
+        "--draft-accuracy", action="store_true", help="only the draft-mode fidelity table"
+    )
     args = parser.parse_args(argv)
-    md = run_levers(args.variant, args.rounds, args.seconds, args.out_dir)
+    if args.draft_accuracy:
+        md = draft_accuracy(args.out_dir)
+    else:
+        md = run_levers(args.variant, args.rounds, args.seconds, args.out_dir)
     print(md)
     path = args.out_dir / f"levers-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     path.write_text(md)

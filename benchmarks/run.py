@@ -60,7 +60,7 @@ class Counts:
     rounds: int  # every measurement is repeated, interleaved; the best round is kept
 
 
-FULL = Counts(40, 80, 150, 5, 150, 10.0, 10.0, 1, 2)
+FULL = Counts(40, 80, 150, 5, 150, 10.0, 10.0, 1, 3)
 QUICK = Counts(6, 6, 6, 1, 4, 10.0, 5.0, 0, 1)
 
 
