@@ -1,14 +1,16 @@
 """The FastAPI app: factory, lifespan (load → warm up → serve → drain), error rendering.
 
-``uvicorn service.app:app`` works: the module-level ``app`` is built on first access and never
-loads a model at import time (the lifespan does). ``python -m service`` is the recommended start:
-it validates settings and the model first and exits with one clear line when they are wrong.
+``uvicorn service.app:app`` works: the module-level ``app`` is built on first access (never at
+import), loading settings and model then, so a bad one is one clear line and exit code 2.
+``python -m service`` is the recommended start: it also adds a header timeout, a lingering close
+and a connection limit (service/server.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,9 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__, oip, page, routes
+from .admission import Admission
 from .batcher import Batcher
 from .config import Settings, load_settings
-from .errors import ServiceError
+from .errors import ServiceError, StartupError
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .responses import error_response, service_error_response
@@ -68,7 +71,9 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         policy.max_batch_size, policy.max_delay_ms, settings.max_queue,
         preprocess_threads, intra_op,
     )  # fmt: skip
-    return Runtime(settings, session, batcher, metrics, executor, policy)
+    # What the pipeline holds with every stage full (service/admission.py).
+    admission = Admission(settings.max_queue + policy.max_batch_size + preprocess_threads)
+    return Runtime(settings, session, batcher, metrics, executor, policy, admission)
 
 
 @asynccontextmanager
@@ -166,9 +171,21 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     return app
 
 
+def _app_for_uvicorn() -> FastAPI:
+    """Settings and model loaded now, so a bad one is one line and exit 2, as with
+    ``python -m service``, not a traceback from inside uvicorn's lifespan."""
+    try:
+        settings = load_settings()
+        session = ModelSession.load(settings)
+    except StartupError as exc:
+        print(f"efficientnet-serve: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app(settings, session=session)
+
+
 def __getattr__(name: str) -> Any:
-    # `uvicorn service.app:app`: build the app on first access, not at import.
+    # `uvicorn service.app:app`: build the app on first access, never at import.
     if name == "app":
-        globals()["app"] = built = create_app()
+        globals()["app"] = built = _app_for_uvicorn()
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

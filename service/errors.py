@@ -89,13 +89,18 @@ class NotReady(ServiceError):
 
 
 class QueueFull(ServiceError):
-    """The bounded batching queue is full: back off and retry (503)."""
+    """The pipeline (service/admission.py) or the batching queue is full: back off, retry (503)."""
 
     status_code = 503
     code = "queue_full"
 
-    def __init__(self, message: str = "server busy, retry later", retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    def __init__(
+        self,
+        message: str = "server busy, retry later",
+        retry_after_s: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s), **(headers or {})})
 
 
 class RequestTimeout(ServiceError):

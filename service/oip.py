@@ -55,6 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
+from .admission import Ticket
 from .classify import preprocess_bytes, softmax, top_k
 from .dependencies import get_runtime, require_api_key
 from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
@@ -378,8 +379,13 @@ class InferenceOutcome:
     parameters: dict[str, Any]
 
 
-async def run_input(runtime: Runtime, tensor: _Tensor, raw: bytes | None) -> InferenceOutcome:
-    """Validate the one input, push each image through the batcher, softmax the logits."""
+async def run_input(
+    runtime: Runtime, tensor: _Tensor, raw: bytes | None, ticket: Ticket | None = None
+) -> InferenceOutcome:
+    """Validate the one input, push each image through the batcher, softmax the logits.
+
+    ``ticket``: the request's admission; it grows to one slot per image (503 when full).
+    """
     kind = INPUT_KINDS.get(tensor.name)
     if kind is None:
         names = ", ".join(f"'{k}' ({v.datatype})" for k, v in INPUT_KINDS.items())
@@ -392,6 +398,8 @@ async def run_input(runtime: Runtime, tensor: _Tensor, raw: bytes | None) -> Inf
         raise BadRequest(f"input '{kind.name}' has no data (neither 'data' nor binary_data_size)")
     spec = runtime.session.metadata.preprocessing
     n = kind.check_shape(tensor.shape, spec.crop_size, runtime.settings.max_batch_files)
+    if ticket is not None:
+        ticket.grow_to(n)
     count = math.prod(tensor.shape)
     parameters: dict[str, Any] = {}
     if kind.datatype == "BYTES":
@@ -676,14 +684,16 @@ async def infer(
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send it plain")
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    parsed = parse_request(header)
-    sections = binary_sections(parsed.inputs, binary)
-    if len(parsed.inputs) != 1:
-        given = [t.name for t in parsed.inputs]
-        raise BadRequest(f"send exactly one input (one of {list(INPUT_KINDS)}), got {given}")
-    labels = runtime.session.metadata.labels
-    plans = plan_outputs(parsed, len(labels))
-    outcome = await run_input(runtime, parsed.inputs[0], sections[0])
+    # One slot at the door (refused before reading the body), one per image once it is known.
+    with runtime.admission.admit() as ticket:
+        header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+        parsed = parse_request(header)
+        sections = binary_sections(parsed.inputs, binary)
+        if len(parsed.inputs) != 1:
+            given = [t.name for t in parsed.inputs]
+            raise BadRequest(f"send exactly one input (one of {list(INPUT_KINDS)}), got {given}")
+        labels = runtime.session.metadata.labels
+        plans = plan_outputs(parsed, len(labels))
+        outcome = await run_input(runtime, parsed.inputs[0], sections[0], ticket)
     outputs = build_outputs(plans, outcome.probabilities, labels)
     return render_response(name, parsed, outputs, outcome.parameters)

@@ -98,8 +98,9 @@ async def classify(
     request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
-    data = await _read_single_upload(request)
-    return await classify_image_bytes(runtime, data, top_k)
+    with runtime.admission.admit():  # refuses (503) before reading the body when full
+        data = await _read_single_upload(request)
+        return await classify_image_bytes(runtime, data, top_k)
 
 
 async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchItem:
@@ -127,12 +128,15 @@ async def classify_batch(
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
-    async with request.form(max_files=limit, max_fields=8) as form:
-        uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
-        if not uploads:
-            raise BadRequest("multipart upload needs at least one file in the field 'file'")
-        # All files at once: they preprocess in parallel and ride the same batches.
-        items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
+    # One slot at the door (refused before reading the body), one per file once they are known.
+    with runtime.admission.admit() as ticket:
+        async with request.form(max_files=limit, max_fields=8) as form:
+            uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+            if not uploads:
+                raise BadRequest("multipart upload needs at least one file in the field 'file'")
+            ticket.grow_to(len(uploads))
+            # All files at once: they preprocess in parallel and ride the same batches.
+            items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .admission import Admission
 from .batcher import Batcher
 from .config import BatchPolicy, Settings
 from .metrics import Metrics
@@ -19,4 +20,5 @@ class Runtime:
     metrics: Metrics
     executor: ThreadPoolExecutor  # the preprocessing pool
     batch_policy: BatchPolicy
+    admission: Admission  # bounds the requests in preprocessing + queue + inference
     ready: bool = False

@@ -1,0 +1,63 @@
+"""Admission control at the door: a bounded count of requests in the pipeline.
+
+The pipeline is preprocessing (thread pool) → batching queue → inference. Without a bound at its
+entrance, the preprocessing pool's own queue is unbounded: in a burst every request is decoded
+and resized before the batcher's bounded queue can refuse it, so refusals come as late as the
+whole backlog. Counting at the door refuses the surplus at once, before its body is read.
+
+Capacity = ``max_queue`` (waiting for a batch) + ``max_batch_size`` (in the running batch) +
+preprocessing threads (being decoded): what the pipeline holds when every stage is full. The
+counter lives on the event loop (no lock needed): entering and leaving cost an integer add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import QueueFull
+
+# The client is still sending a body we will not read: close (after a lingering drain, see
+# service/server.py) rather than parse and discard it.
+CLOSE = {"Connection": "close"}
+
+
+class Ticket:
+    """The slots one request holds; grows once its image count is known (batch, /v2)."""
+
+    def __init__(self, admission: Admission, slots: int) -> None:
+        self._admission = admission
+        self.slots = slots
+
+    def grow_to(self, slots: int) -> None:
+        """Hold ``slots`` in all; QueueFull (503) when the pipeline cannot take that many."""
+        extra = slots - self.slots
+        if extra > 0:
+            self._admission.take(extra)
+            self.slots = slots
+
+
+class Admission:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_flight = 0
+
+    def take(self, slots: int) -> None:
+        if self.in_flight + slots > self.capacity:
+            raise QueueFull(
+                f"server busy: {self.in_flight} images in the pipeline (capacity "
+                f"{self.capacity}, EFFICIENTNET_MAX_QUEUE + batch size + preprocessing threads); "
+                "retry shortly",
+                headers=CLOSE,
+            )
+        self.in_flight += slots
+
+    @contextmanager
+    def admit(self, slots: int = 1) -> Iterator[Ticket]:
+        """Hold ``slots`` for the duration of the block; refuses (503) at once when full."""
+        self.take(slots)
+        ticket = Ticket(self, slots)
+        try:
+            yield ticket
+        finally:
+            self.in_flight -= ticket.slots
