@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }  # fmt: skip
     # Imported here so `--help` stays instant and import errors surface as what they are.
-    import uvicorn
 
     from .app import create_app
     from .config import load_settings
+    from .server import Server, uvicorn_config
     from .session import ModelSession
 
     try:
@@ -53,16 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, session=session)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=args.access_log,
-        # C event loop and HTTP parser when installed (uvicorn[standard]).
-        loop="auto",
-        http="auto",
+    config = uvicorn_config(
+        app, settings, host=settings.host, port=settings.port, access_log=args.access_log
     )
+    Server(config).run()
     return 0
 
 

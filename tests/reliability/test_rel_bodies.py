@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from reliability_helpers import Server, model_env, running_server
+from reliability_helpers import REQUEST_TIMEOUT_S, Server, model_env, running_server
 
 MiB = 1024 * 1024
 MAX_UPLOAD = 1 * MiB
@@ -209,3 +209,29 @@ def test_trickled_upload_times_out_without_blocking_others(
     assert BODY_TIMEOUT_S - 0.5 < slow_s < BODY_TIMEOUT_S + 3, slow_s
     assert exchange.sent < total  # it was cut off, not allowed to finish
     strict.assert_alive()
+
+
+def test_slow_headers_are_timed_out(served: Server) -> None:
+    """A client that trickles its request headers (slowloris) held its connection forever:
+    uvicorn has no header-read timeout and the request timeout starts only once the app reads
+    the body. The service's protocol (service/server.py) closes it within the request timeout."""
+    host, port = served.url.removeprefix("http://").split(":")
+    limit_s = REQUEST_TIMEOUT_S + 5
+    reacted = False
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(0.5)
+        started = time.monotonic()
+        for byte in b"POST /classify HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200:
+            if time.monotonic() - started > limit_s:
+                break
+            try:
+                sock.sendall(bytes([byte]))
+                sock.recv(1024)  # any answer, or EOF, is the server reacting
+                reacted = True
+                break
+            except TimeoutError:
+                continue  # nothing yet: send the next byte
+            except OSError:  # reset: the server closed on us
+                reacted = True
+                break
+    assert reacted, f"connection with unfinished headers still open after {limit_s} s"

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from service.app import create_app
 from service.config import Settings
+from service.server import Server, uvicorn_config
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60
@@ -49,10 +49,11 @@ async def in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @contextmanager
 def live_server(settings: Settings) -> Iterator[str]:
     """uvicorn serving the app on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+    # The service's own uvicorn settings and protocol (header timeout, lingering close).
+    config = uvicorn_config(
+        create_app(settings), settings, host="127.0.0.1", port=0, log_level="warning", lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
