@@ -166,9 +166,21 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
         body_timeout_s=settings.request_timeout_s,
         metrics=app.state.metrics,
     )
+    if settings.api_key is None:
+        app.openapi = lambda: _optional_auth(FastAPI.openapi(app))  # type: ignore[method-assign]
     known = [r.path for r in app.routes if "{" not in getattr(r, "path", "{")]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
     return app
+
+
+def _optional_auth(schema: dict[str, Any]) -> dict[str, Any]:
+    """No API key configured: the bearer token is optional (``{}``: no auth is an alternative)."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            security = operation.get("security")
+            if security and {} not in security:
+                security.append({})
+    return schema
 
 
 def _app_for_uvicorn() -> FastAPI:

@@ -60,6 +60,7 @@ from .classify import preprocess_bytes, softmax, top_k
 from .dependencies import get_runtime, require_api_key
 from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
+from .schemas import ErrorResponse
 
 SERVER_NAME = "efficientnet-service"
 MODEL_VERSION = "1"
@@ -82,6 +83,96 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dt
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"
+
+
+# --- OpenAPI: what each route answers (the handlers build their JSON by hand, with orjson) ----
+
+
+class OipError(BaseModel):
+    """The protocol's error shape."""
+
+    error: str
+
+
+class OipReady(BaseModel):
+    ready: bool
+
+
+class OipModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+_DESCRIBED = {
+    400: "malformed inference request (JSON, shapes, datatypes, binary sections)",
+    401: "EFFICIENTNET_API_KEY is set and the bearer token is missing or wrong",
+    404: "unknown model name or version",
+    413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES, or an image over EFFICIENTNET_MAX_IMAGE_PIXELS",
+    415: "Content-Encoding other than identity, or an image format the service does not decode",
+    503: "model not ready, or the pipeline is full (with Retry-After)",
+    504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
+}
+
+
+def _oip_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": OipError, "description": _DESCRIBED[c]} for c in codes}
+
+
+def _body_limit_errors() -> dict[int | str, dict[str, Any]]:
+    """Refused by the body-limit middleware before routing, in the service's own error shape
+    (a declared Content-Length over the limit), or inside the route, in the protocol's."""
+    described = {
+        408: "the request body was not received within the request timeout",
+        413: _DESCRIBED[413],
+    }
+    shape = OipError | ErrorResponse
+    return {c: {"model": shape, "description": d} for c, d in described.items()}
+
+
+_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "enum": ["image", "normalized_image", "encoded_image"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["UINT8", "FP32", "BYTES"]},
+        "parameters": {"type": "object"},
+        "data": {"description": "flat or nested row-major values; BYTES: base64 strings"},
+    },
+}
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request with exactly one input (see the module docs); with "
+        "the binary tensor data extension the JSON is followed by raw tensor bytes and its "
+        "length is in the Inference-Header-Content-Length header.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 # --- The request as it arrives (the protocol's JSON, validated at the edge) --------------------
@@ -600,7 +691,14 @@ async def live() -> Response:
     return _json({"live": True})
 
 
-@router.get("/health/ready", summary="The model is loaded and warmed up (503 until then)")
+@router.get(
+    "/health/ready",
+    summary="The model is loaded and warmed up (503 until then)",
+    responses={
+        200: {"model": OipReady, "description": "ready"},
+        503: {"model": OipReady, "description": "not ready (yet)"},
+    },
+)
 async def ready(request: Request) -> Response:
     is_ready = _is_ready(request)
     return _json({"ready": is_ready}, 200 if is_ready else 503)
@@ -611,7 +709,15 @@ async def server_metadata() -> Response:
     return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
 
-@router.get("/models/{model_name}/ready", summary="Model readiness (503 until ready)")
+@router.get(
+    "/models/{model_name}/ready",
+    summary="Model readiness (503 until ready)",
+    responses={
+        200: {"model": OipModelReady, "description": "ready"},
+        **_oip_errors(404),
+        503: {"model": OipModelReady, "description": "not ready (yet)"},
+    },
+)
 @router.get("/models/{model_name}/versions/{model_version}/ready", include_in_schema=False)
 async def model_ready(
     request: Request, model_name: str, model_version: str | None = None
@@ -622,7 +728,10 @@ async def model_ready(
 
 
 @router.get(
-    "/models/{model_name}", summary="Model metadata: inputs, outputs", dependencies=PROTECTED
+    "/models/{model_name}",
+    summary="Model metadata: inputs, outputs",
+    dependencies=PROTECTED,
+    responses=_oip_errors(401, 404, 503),
 )
 @router.get(
     "/models/{model_name}/versions/{model_version}",
@@ -667,7 +776,13 @@ async def model_metadata(
     )
 
 
-@router.post("/models/{model_name}/infer", summary="Inference", dependencies=PROTECTED)
+@router.post(
+    "/models/{model_name}/infer",
+    summary="Inference",
+    dependencies=PROTECTED,
+    openapi_extra=_INFER_BODY,
+    responses={**_oip_errors(400, 401, 404, 415, 503, 504), **_body_limit_errors()},
+)
 @router.post(
     "/models/{model_name}/versions/{model_version}/infer",
     include_in_schema=False,

@@ -213,6 +213,8 @@ async def test_api_key(lite0_onnx: Path, photo_bytes: dict[str, bytes]) -> None:
             headers={"Authorization": "Bearer s3cret-key"},
         )
         assert batch.status_code == 200
+        security = (await client.get("/openapi.json")).json()["paths"]["/classify"]["post"]
+        assert security["security"] == [{"HTTPBearer": []}], "with a key, the token is required"
 
 
 async def test_no_api_key_means_open(lite0: httpx.AsyncClient) -> None:
@@ -220,6 +222,10 @@ async def test_no_api_key_means_open(lite0: httpx.AsyncClient) -> None:
     assert (
         await lite0.get("/metadata", headers={"Authorization": "Bearer anything"})
     ).status_code == 200
+    paths = (await lite0.get("/openapi.json")).json()["paths"]
+    # Without a key the schema must not demand a token: no auth ({}) is an alternative.
+    for operation in (paths["/classify"]["post"], paths["/v2/models/{model_name}/infer"]["post"]):
+        assert operation["security"] == [{"HTTPBearer": []}, {}]
 
 
 async def test_metrics_content(lite0_onnx: Path, photo_bytes: dict[str, bytes]) -> None:
