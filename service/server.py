@@ -6,10 +6,12 @@
   unless a request's headers are complete within ``header_timeout_s``.
 - **Lingering close**: answering before the body is read (413 while streaming, 503 at the door)
   with ``Connection: close`` made uvicorn close a socket with unread data, which sends a TCP RST
-  that can discard the answer from the client's receive buffer before it reads it. Instead the
-  answer goes out with a FIN (half-close) and the rest of the body is read and dropped, at most
-  ``LINGER_BYTES`` (64 MiB) or ``LINGER_S`` (2 s), until the client closes (what nginx calls
-  a lingering close).
+  that can reach the client before it has read the answer (asyncio clients, for one, then lose
+  it). Instead the answer goes out followed by a FIN (half-close); up to ``LINGER_BYTES`` more
+  of the body are read and dropped (the rest of an upload already in flight), then reading
+  pauses; the socket closes when the client does, or after ``LINGER_S``. A client that keeps
+  sending is throttled by TCP flow control meanwhile, and by then has had ``LINGER_S`` to read
+  the answer (what nginx calls a lingering close).
 - **Exit 0 after a graceful SIGTERM**: uvicorn re-raises the captured signal once it has drained,
   so the process died "by SIGTERM" (-15) even after a clean shutdown; process managers read 0
   as the clean stop it was.
@@ -29,10 +31,9 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol  # httptools if install
 
 from .config import Settings
 
-# The drain's bounds. Loopback socket buffers alone can hold tens of MiB sent before the client
-# read the answer (Linux tcp_rmem max is 32 MiB), and going over the byte bound is exactly the
-# RST this avoids; discarding 64 MiB costs a few ms of CPU.
-LINGER_BYTES = 64 * 1024 * 1024
+# The lingering close's bounds: bytes read and dropped after the answer, and time until closing.
+# Reading no more than this keeps a refused client from pushing much past the refusal.
+LINGER_BYTES = 256 * 1024
 LINGER_S = 2.0
 HEADER_TIMEOUT_S = 10.0  # or the request timeout, when that is shorter
 KEEP_ALIVE_S = 5.0  # idle keep-alive connections close after this (uvicorn's default)
@@ -77,7 +78,7 @@ class HardenedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         if self.lingering:  # the answer is out: drop the rest of the body, within the budget
             self._linger_left -= len(data)
             if self._linger_left < 0:
-                self._raw_transport.close()
+                self.flow.pause_reading()  # the close timer ends it
             return
         cycle = self.cycle
         super().data_received(data)
