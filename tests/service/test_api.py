@@ -9,8 +9,16 @@ from typing import Any
 import httpx
 import onnxruntime as ort
 import pytest
-from conftest import assert_error, encode, in_process, metric_value, scores, settings_for, top1
 from PIL import Image
+from service_helpers import (
+    assert_error,
+    encode,
+    in_process,
+    metric_value,
+    scores,
+    settings_for,
+    top1,
+)
 
 from service.app import create_app
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import assert_error, live_server, metric_value, scores, settings_for, top1
+from service_helpers import assert_error, live_server, metric_value, scores, settings_for, top1
 from test_preprocess import png_header
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

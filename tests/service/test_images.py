@@ -7,8 +7,8 @@ import io
 import httpx
 import numpy as np
 import pytest
-from conftest import encode, scores, top1
 from PIL import Image
+from service_helpers import encode, scores, top1
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 CAT = {281, 282, 285}  # tabby, tiger cat, Egyptian cat: what lite0 must see in chelsea

@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import encode
 from PIL import Image
+from service_helpers import encode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import onnx
 import pytest
-from conftest import ROOT, ready_wait, settings_for
+from service_helpers import ROOT, ready_wait, settings_for
 
 from service.config import Settings, load_settings
 from service.errors import StartupError
