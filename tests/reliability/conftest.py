@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import API_KEY, REQUEST_TIMEOUT_S, Server, model_env, running_server
+from live_server import Server, model_env, running_server
+from reliability_helpers import API_KEY, REQUEST_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")

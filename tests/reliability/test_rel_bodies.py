@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from reliability_helpers import REQUEST_TIMEOUT_S, Server, model_env, running_server
+from live_server import Server, model_env, running_server
+from reliability_helpers import REQUEST_TIMEOUT_S
 
 MiB = 1024 * 1024
 MAX_UPLOAD = 1 * MiB

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from live_server import Server
 from PIL import Image
-from reliability_helpers import Server, assert_error_shape
+from reliability_helpers import assert_error_shape
 from reliability_images import gif_canvas, jpeg_claiming, png_bomb, webp_claiming
 
 MiB = 1024 * 1024

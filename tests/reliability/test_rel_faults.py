@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import onnx
 import pytest
+from live_server import ROOT, clean_env, model_env, start_server
 from PIL import Image
-from reliability_helpers import ROOT, clean_env, model_env, start_server
 
 STARTUP_FAULT_TIMEOUT_S = 90
 PROG = "efficientnet-serve: error: "

@@ -18,12 +18,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from live_server import Server
 from PIL import Image
 from reliability_helpers import (
     ERROR_CODES,
     REQUEST_TIMEOUT_S,
     UPLOAD_ERRORS,
-    Server,
     assert_classification,
     assert_error_shape,
 )

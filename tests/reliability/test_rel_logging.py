@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
-from reliability_helpers import ROOT, Server, assert_error_shape
+from live_server import ROOT, Server
+from reliability_helpers import assert_error_shape
 
 NASTY = "%s %(x)s {} {0} %n %%"
 MARKER = "fmt-probe-7d1c"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_server import Server, model_env, running_server
 from PIL import Image
-from reliability_helpers import RawResponse, Server, model_env, raw_request, running_server
+from reliability_helpers import RawResponse, raw_request
 
 BURST = 500
 MAX_QUEUE = 4

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reliability_helpers import API_KEY, REQUEST_TIMEOUT_S, Server
+from live_server import Server
+from reliability_helpers import API_KEY, REQUEST_TIMEOUT_S
 
 EXAMPLES = 25
 SEED = 0

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reliability_helpers import ROOT, clean_env
+from live_server import ROOT, clean_env
 
 DURATION_S = 20
 
