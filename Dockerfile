@@ -46,6 +46,10 @@ ENV HOME=/data/home \
 
 FROM base AS export
 ARG VARIANT=lite0
+# The export runs on the CPU, so take PyTorch's CPU wheels (~200 MB) rather than PyPI's CUDA
+# build (several GB); the install command itself is the one CI runs. Empty it to use PyPI only.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model_export ./model_export
