@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }  # fmt: skip
     # Imported here so `--help` stays instant and import errors surface as what they are.
+    from .memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread allocates (service/memory.py)
 
     from .app import create_app
     from .config import load_settings

@@ -55,6 +55,7 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         max_batch_size=policy.max_batch_size,
         max_delay_ms=policy.max_delay_ms,
         max_queue=settings.max_queue,
+        workers=policy.workers,
         metrics=metrics,
     )
     executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="preprocess")
@@ -65,14 +66,15 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         ort_version=ort.__version__,
     )
     log.info(
-        "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, queue %d; "
-        "%d preprocessing threads, %d onnxruntime threads",
+        "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, %d in flight, "
+        "queue %d; %d preprocessing threads, %d onnxruntime threads",
         session.path, session.metadata.variant, session.sha256[:12], session.provider,
-        policy.max_batch_size, policy.max_delay_ms, settings.max_queue,
+        policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
         preprocess_threads, intra_op,
     )  # fmt: skip
     # What the pipeline holds with every stage full (service/admission.py).
-    admission = Admission(settings.max_queue + policy.max_batch_size + preprocess_threads)
+    running = policy.workers * policy.max_batch_size
+    admission = Admission(settings.max_queue + running + preprocess_threads)
     return Runtime(settings, session, batcher, metrics, executor, policy, admission)
 
 

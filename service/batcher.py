@@ -1,9 +1,12 @@
-"""Dynamic batching: concurrent requests share one ``session.run`` in a dedicated worker thread.
+"""Dynamic batching: concurrent requests share one ``session.run`` in a worker thread.
 
-A collector task on the event loop takes the first queued image, then whatever else is queued
-(waiting at most ``max_delay`` for more) up to ``max_batch_size``, and hands the batch to a
-single worker thread. While that batch runs, new requests queue up and form the next one, so
-batches grow with load on their own and a lone request never waits for company when the delay is 0.
+A collector task on the event loop waits for a free worker, takes the first queued image, then
+whatever else is queued (waiting at most ``max_delay`` for more) up to ``max_batch_size``, and
+hands the batch to that worker. While batches run, new requests queue up and form the next one,
+so batches grow with load on their own and a lone request never waits for company when the
+delay is 0. ``workers`` batches may run at once on the same onnxruntime session (its ``run`` is
+thread-safe): on a small CPU a second run fills the gaps a batch-1 run leaves between its many
+small operators (BENCHMARKS.md, "Two runs in flight"); on a GPU one is typical.
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ class Batcher:
         max_batch_size: int,
         max_delay_ms: float,
         max_queue: int,
+        workers: int = 1,
         metrics: Metrics | None = None,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000.0
@@ -58,8 +64,11 @@ class Batcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
-        # One thread: onnxruntime parallelizes inside a run; two runs at once would only fight.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.workers = workers
+        self._worker = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._slots: asyncio.Semaphore | None = None  # free workers
+        self._busy = 0  # batches being formed or run
+        self._running: set[asyncio.Task[None]] = set()  # strong refs to dispatched batches
         self._closing = False
 
     def start(self) -> None:
@@ -67,6 +76,7 @@ class Batcher:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="batcher")
 
     async def submit(self, image: np.ndarray, timing: BatchTiming | None = None) -> np.ndarray:
@@ -101,18 +111,40 @@ class Batcher:
         self._worker.shutdown(wait=True)
 
     async def _collect(self) -> None:
-        assert self._queue is not None and self._idle is not None
+        assert self._queue is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            self._idle.clear()
+            # A worker first, then the batch: whatever queues while every worker is busy
+            # joins the next batch instead of waiting behind one formed too early.
+            await self._slots.acquire()
+            try:
+                first = await self._queue.get()
+            except BaseException:
+                self._slots.release()
+                raise
+            self._begin()
             batch = [first]
             await self._fill(batch, loop.time() + self.max_delay_s)
             self._observe_depth()
             live = [item for item in batch if not item.future.done()]  # skip cancelled requests
-            if live:
-                await self._dispatch(live)
-            if self._queue.empty():
+            task = loop.create_task(self._run_batch(live), name="batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _begin(self) -> None:
+        assert self._idle is not None
+        self._busy += 1
+        self._idle.clear()
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        assert self._queue is not None and self._idle is not None and self._slots is not None
+        try:
+            if batch:
+                await self._dispatch(batch)
+        finally:
+            self._busy -= 1
+            self._slots.release()
+            if self._busy == 0 and self._queue.empty():
                 self._idle.set()
 
     async def _fill(self, batch: list[_Item], deadline: float) -> None:

@@ -19,19 +19,24 @@ Device = Literal["auto", "cuda", "cpu"]
 ENV_PREFIX = "EFFICIENTNET_"
 MiB = 1024 * 1024
 
-# Batching defaults per provider, measured (docs/api.md, "Batching"). On the 2-core CPU here
-# onnxruntime ran b0 at ~8 ms/image in batches of 8 against ~15 ms alone, so the CPU collects up
-# to 8 but never waits for company (delay 0: a lone request runs at once, batches form only from
-# requests that queued while the previous batch ran). GPUs gain far more from batching and can
-# afford a short wait.
-CPU_BATCHING = (8, 0.0)
+# Batching defaults per provider: (max batch size, max delay ms, runs in flight), measured
+# (BENCHMARKS.md). On the 2-core CPU onnxruntime gains nothing from batches past 2-4 (batch 8:
+# 0.85-0.88x batch 1) while the arena keeps the largest batch's activations (peak RSS 653 MB at 8,
+# 500 MB at 2), and two runs in flight on the same session beat one (1.13-1.41x): a batch-1 b0
+# run leaves gaps between its many small operators that a second run fills. Delay 0: a lone
+# request runs at once. GPUs gain far more from batching, afford a short wait, and run one
+# batch at a time (one stream).
+CPU_BATCHING = (2, 0.0)
 GPU_BATCHING = (32, 2.0)
+CPU_INFERENCE_WORKERS = 2
+GPU_INFERENCE_WORKERS = 1
 
 
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch_size: int
     max_delay_ms: float
+    workers: int  # batches run at once on the one session
 
 
 class Settings(BaseSettings):
@@ -49,6 +54,8 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float | None = Field(default=None, ge=0, le=1000)
     max_queue: int = Field(default=256, ge=1, le=100_000)
     max_batch_files: int = Field(default=32, ge=1, le=1024)
+    # None = per provider (CPU_INFERENCE_WORKERS / GPU_INFERENCE_WORKERS).
+    inference_workers: int | None = Field(default=None, ge=1, le=64)
 
     max_upload_bytes: int = Field(default=20 * MiB, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
@@ -78,10 +85,13 @@ class Settings(BaseSettings):
         return self.model_path or self.model_dir / f"efficientnet_{self.variant}.onnx"
 
     def batch_policy(self, provider: str) -> BatchPolicy:
-        size, delay = CPU_BATCHING if provider == "CPUExecutionProvider" else GPU_BATCHING
+        cpu = provider == "CPUExecutionProvider"
+        size, delay = CPU_BATCHING if cpu else GPU_BATCHING
+        workers = CPU_INFERENCE_WORKERS if cpu else GPU_INFERENCE_WORKERS
         return BatchPolicy(
             max_batch_size=self.max_batch_size or size,
             max_delay_ms=delay if self.max_batch_delay_ms is None else self.max_batch_delay_ms,
+            workers=self.inference_workers or workers,
         )
 
     def thread_counts(self) -> tuple[int, int]:

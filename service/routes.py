@@ -182,6 +182,7 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
         batching=BatchingInfo(
             max_batch_size=policy.max_batch_size,
             max_batch_delay_ms=policy.max_delay_ms,
+            inference_workers=policy.workers,
             max_queue=settings.max_queue,
         ),
         model_sha256=session.sha256,

@@ -119,6 +119,7 @@ class ReadyResponse(BaseModel):
 class BatchingInfo(BaseModel):
     max_batch_size: int
     max_batch_delay_ms: float
+    inference_workers: int  # batches run at once
     max_queue: int
 
 

@@ -113,10 +113,27 @@ def _session_options(settings: Settings) -> ort.SessionOptions:
     return options
 
 
+def preload_cuda_libraries() -> bool:
+    """Load the CUDA/cuDNN libraries of the ``nvidia-*`` pip wheels, so the CUDA provider finds
+    them without ``LD_LIBRARY_PATH``. False when this onnxruntime has no ``preload_dlls`` or the
+    libraries are not there: the session then falls back to the CPU, and the provider read back
+    from it (``_check_device``) says so."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return False
+    try:
+        preload()
+    except Exception as exc:  # missing wheels are the CPU-only case, not an error
+        log.debug("onnxruntime.preload_dlls() failed: %s", exc)
+        return False
+    return True
+
+
 def _create_session(data: bytes, path: Path, settings: Settings) -> ort.InferenceSession:
     providers = [CPU] if settings.device == "cpu" else [CUDA, CPU]
     previous = 2  # onnxruntime's default logger severity (warning)
     if settings.device != "cpu":
+        preload_cuda_libraries()
         # The CUDA provider logs its load failure through the default logger, before the
         # session's own severity applies; the failure is reported by _check_device instead.
         ort.set_default_logger_severity(4)

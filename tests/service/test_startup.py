@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import onnx
+import onnxruntime as ort
 import pytest
 from service_helpers import ROOT, ready_wait, settings_for
 
@@ -99,6 +100,18 @@ def test_auto_falls_back_to_cpu_loudly(lite0_onnx: Path, caplog: pytest.LogCaptu
     assert any("CUDA is not available" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize(("device", "preloads"), [("auto", 1), ("cpu", 0)])
+def test_cuda_libraries_preloaded_only_when_cuda_may_be_used(
+    lite0_onnx: Path, monkeypatch: pytest.MonkeyPatch, device: str, preloads: int
+) -> None:
+    calls: list[None] = []
+    real = ort.preload_dlls
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(real()))
+    session = ModelSession.load(settings_for(lite0_onnx, device=device))
+    assert len(calls) == preloads
+    assert session.provider == "CPUExecutionProvider"  # still honest on this CPU-only machine
+
+
 def test_cuda_refuses_without_cuda(lite0_onnx: Path) -> None:
     with pytest.raises(
         StartupError, match="EFFICIENTNET_DEVICE=cuda but the CUDA execution provider"
@@ -137,6 +150,11 @@ def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert defaults.max_upload_bytes == 20 * 1024 * 1024 and defaults.api_key is None
     assert defaults.batch_policy("CPUExecutionProvider").max_delay_ms == 0
     assert defaults.batch_policy("CUDAExecutionProvider").max_batch_size > 1
+    # Two runs in flight on the CPU (measured, BENCHMARKS.md), one on a GPU.
+    assert defaults.batch_policy("CPUExecutionProvider").workers == 2
+    assert defaults.batch_policy("CUDAExecutionProvider").workers == 1
+    monkeypatch.setenv("EFFICIENTNET_INFERENCE_WORKERS", "3")
+    assert load_settings().batch_policy("CUDAExecutionProvider").workers == 3
     monkeypatch.setenv("EFFICIENTNET_API_KEY", "")
     monkeypatch.setenv("EFFICIENTNET_MAX_BATCH_SIZE", "4")
     monkeypatch.setenv("EFFICIENTNET_MODEL_PATH", "/x/y.onnx")
