@@ -11,7 +11,7 @@ import collections
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -96,36 +96,50 @@ def pipelined(
     count: int,
     max_seconds: float,
     max_batch: int = 1,
+    runs_in_flight: int = 1,
 ) -> RunStats:
-    """Decoding in a pool of `workers` threads overlapped with inference in this thread,
-    batching like the service's batcher with no delay: the next run takes every image that
-    is already decoded, up to `max_batch`. Latency runs from submit to logits."""
+    """Decoding in a pool of `workers` threads overlapped with inference in `runs_in_flight`
+    threads on the one session, batching like the service's batcher with no delay: when a run
+    slot is free, the next run takes every image that is already decoded, up to `max_batch`.
+    Latency runs from submit to logits."""
     start, cpu_start = time.perf_counter(), time.process_time()
     deadline = start + max_seconds
     latencies: list[float] = []
-    in_flight: collections.deque[tuple[float, Future[np.ndarray]]] = collections.deque()
-    with ThreadPoolExecutor(workers) as pool:
+    decoding: collections.deque[tuple[float, Future[np.ndarray]]] = collections.deque()
+    running: dict[Future[np.ndarray], list[float]] = {}  # run → its images' submit times
+
+    def finish(block: bool) -> None:
+        done, _ = wait(running, return_when=FIRST_COMPLETED) if block else (list(running), None)
+        now = time.perf_counter()
+        for future in done:
+            future.result()
+            latencies.extend(now - t0 for t0 in running.pop(future))
+
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(runs_in_flight) as runner:
         submitted = 0
-        while submitted < count or in_flight:
+        while submitted < count or decoding or running:
             while (
                 submitted < count
-                and len(in_flight) < workers + max_batch
+                and len(decoding) < workers + max_batch * runs_in_flight
                 and time.perf_counter() < deadline
             ):
                 data = photos[submitted % len(photos)].data
                 future = pool.submit(preprocess, data, spec, max_pixels)
-                in_flight.append((time.perf_counter(), future))
+                decoding.append((time.perf_counter(), future))
                 submitted += 1
-            if not in_flight:
+            if len(running) == runs_in_flight or (running and not decoding):
+                finish(block=True)
+                continue
+            if not decoding:
                 break
-            batch = [in_flight.popleft()]
+            batch = [decoding.popleft()]
             batch[0][1].result()
-            while in_flight and len(batch) < max_batch and in_flight[0][1].done():
-                batch.append(in_flight.popleft())
+            while decoding and len(batch) < max_batch and decoding[0][1].done():
+                batch.append(decoding.popleft())
             images = [future.result() for _, future in batch]
-            session.run(images[0][np.newaxis] if len(images) == 1 else np.stack(images))
-            now = time.perf_counter()
-            latencies += [now - t0 for t0, _ in batch]
+            tensor = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
+            running[runner.submit(session.run, tensor)] = [t0 for t0, _ in batch]
+        finish(block=False)
     cpu_s = time.process_time() - cpu_start
     return summarize(latencies, time.perf_counter() - start, cpu_s=cpu_s)
 

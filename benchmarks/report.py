@@ -151,7 +151,7 @@ HEADER = (
 )
 INPROCESS_ROWS = (
     ("sequential", "in-process: decode + preprocess + ORT, one at a time"),
-    ("pipelined", "in-process: preprocess pool overlapped with ORT"),
+    ("pipelined", "in-process: preprocess pool overlapped with ORT runs, the service's shape"),
     ("ort_batch1", "ORT alone, preprocessed tensors, batch 1"),
     ("pipelined_phone", "in-process pipeline, phone JPEGs"),
 )

@@ -92,6 +92,7 @@ class InProcess:
             "intra-op threads": self.settings.thread_counts()[1],
             "max batch": policy.max_batch_size,
             "max batch delay ms": policy.max_delay_ms,
+            "runs in flight": policy.workers,
         }
 
 
@@ -101,17 +102,18 @@ def run_inprocess(
     session, settings = ip.session, ip.settings
     spec, max_px = session.metadata.preprocessing, settings.max_image_pixels
     workers, _ = settings.thread_counts()
-    max_batch = settings.batch_policy(session.provider).max_batch_size
+    policy = settings.batch_policy(session.provider)
+    max_batch, runs = policy.max_batch_size, policy.workers
     secs = counts.inprocess_seconds
     tensors = inprocess.preprocessed(web, spec, max_px)
     stats = {
         "sequential": inprocess.sequential(session, web, spec, max_px, counts.sequential, secs),
         "pipelined": inprocess.pipelined(
-            session, web, spec, max_px, workers, counts.pipelined, secs, max_batch
+            session, web, spec, max_px, workers, counts.pipelined, secs, max_batch, runs
         ),
         "ort_batch1": inprocess.ort_alone(session, tensors, 1, counts.ort, secs),
         "pipelined_phone": inprocess.pipelined(
-            session, phone, spec, max_px, workers, counts.pipelined // 2, secs, max_batch
+            session, phone, spec, max_px, workers, counts.pipelined // 2, secs, max_batch, runs
         ),
     }
     return {k: v.as_dict() for k, v in stats.items()}
