@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,10 +105,17 @@ def _wait_ready(server: Server) -> None:
     raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s:\n{server.log_text()}")
 
 
-def start_server(env: Mapping[str, str], log: Path, *args: str) -> Server:
-    """``python -m service`` on a free loopback port, ready (model loaded and warmed)."""
+def start_server(
+    env: Mapping[str, str], log: Path, *args: str, launcher: Sequence[str] = ()
+) -> Server:
+    """``python -m service`` on a free loopback port, ready (model loaded and warmed).
+
+    ``launcher``: a command that execs the rest of its arguments (say, in another mount
+    namespace); the server's pid is then the launcher's, so it must exec, not fork.
+    """
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [*launcher, sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += args
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=out)
     server = Server(f"http://127.0.0.1:{port}", process, log)
@@ -134,8 +141,10 @@ def stop_server(server: Server) -> int:
 
 
 @contextlib.contextmanager
-def running_server(env: Mapping[str, str], log: Path, *args: str) -> Iterator[Server]:
-    server = start_server(env, log, *args)
+def running_server(
+    env: Mapping[str, str], log: Path, *args: str, launcher: Sequence[str] = ()
+) -> Iterator[Server]:
+    server = start_server(env, log, *args, launcher=launcher)
     try:
         yield server
     finally:
