@@ -38,27 +38,44 @@ an unknown model, 401/413/415/503/504 as for the rest of the service.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
 from .admission import Ticket
-from .classify import preprocess_bytes, softmax, top_k
+from .classify import preprocess_bytes, softmax
 from .dependencies import get_runtime, require_api_key
 from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
+from .oip_wire import (
+    HEADER_LENGTH,
+    INPUT_ENCODED,
+    INPUT_KINDS,
+    OUTPUT_LABELS,
+    OUTPUT_PROBABILITIES,
+    InferenceRequest,
+    OutputTensor,
+    RequestedOutput,
+    Tensor,
+    binary_sections,
+    classification_strings,
+    decode_bytes,
+    decode_numeric,
+    normalized_to_pixels,
+    parse_request,
+    render_response,
+    split_body,
+)
 from .runtime import Runtime
 from .schemas import ErrorResponse
 
@@ -66,18 +83,8 @@ SERVER_NAME = "efficientnet-service"
 MODEL_VERSION = "1"
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for ONNX models
 EXTENSIONS = ["binary_tensor_data", "classification"]
-HEADER_LENGTH = "inference-header-content-length"
 
-INPUT_PIXELS = "image"
-INPUT_NORMALIZED = "normalized_image"
-INPUT_ENCODED = "encoded_image"
-OUTPUT_PROBABILITIES = "probabilities"
-OUTPUT_LABELS = "labels"
 DEFAULT_LABELS_K = 5
-
-Datatype = Literal["UINT8", "FP32", "BYTES"]
-# Wire byte order is little-endian (the protocol's binary extension).
-NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dtype("<f4")}
 
 
 class ModelNotFound(ServiceError):
@@ -175,258 +182,6 @@ _INFER_BODY: dict[str, Any] = {
 }
 
 
-# --- The request as it arrives (the protocol's JSON, validated at the edge) --------------------
-
-
-class _Tensor(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    shape: list[Annotated[int, Field(ge=0)]]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: Any = None
-
-
-class _RequestedOutput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class _InferenceRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[_Tensor] = Field(min_length=1)
-    outputs: list[_RequestedOutput] | None = None
-
-
-@dataclass(frozen=True)
-class InputKind:
-    name: str
-    datatype: Datatype
-    description: str
-
-    def shape(self, crop: int) -> list[int]:
-        """The metadata shape; -1 is the batch axis."""
-        return {
-            INPUT_PIXELS: [-1, crop, crop, 3],
-            INPUT_NORMALIZED: [-1, 3, crop, crop],
-            INPUT_ENCODED: [-1],
-        }[self.name]
-
-    def check_shape(self, shape: list[int], crop: int, max_images: int) -> int:
-        """The batch size N, or BadRequest naming the expected shape."""
-        expected = self.shape(crop)
-        ok = len(shape) == len(expected) and all(
-            e == -1 or s == e for s, e in zip(shape, expected, strict=True)
-        )
-        if self.name == INPUT_ENCODED and len(shape) == 2 and shape[1] == 1:
-            ok = True  # [N, 1]: Triton's image client sends BYTES with a trailing unit axis
-        if not ok:
-            raise BadRequest(
-                f"input '{self.name}' must have shape {_shape_text(expected)} "
-                f"(-1 = any batch size), got {shape}"
-            )
-        n = shape[0]
-        if not 1 <= n <= max_images:
-            raise BadRequest(
-                f"input '{self.name}' holds {n} images; send 1 to {max_images} per request "
-                "(EFFICIENTNET_MAX_BATCH_FILES)"
-            )
-        return n
-
-
-INPUT_KINDS = {
-    k.name: k
-    for k in (
-        InputKind(INPUT_PIXELS, "UINT8", "RGB pixels, resized and center-cropped (NHWC)"),
-        InputKind(INPUT_NORMALIZED, "FP32", "(pixels/255 - mean)/std, NCHW; rounded to 8 bits"),
-        InputKind(INPUT_ENCODED, "BYTES", "encoded image files (base64 in JSON)"),
-    )
-}
-
-
-def _shape_text(shape: list[int]) -> str:
-    return "[" + ", ".join("N" if s == -1 else str(s) for s in shape) + "]"
-
-
-# --- Request body → (request, one input's elements) --------------------------------------------
-
-
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """(JSON header, binary tensor section) per the binary tensor data extension."""
-    if header_length is None:
-        return body, b""
-    try:
-        n = int(header_length)
-    except ValueError:
-        raise BadRequest(
-            f"Inference-Header-Content-Length {header_length!r} is not a number"
-        ) from None
-    if not 0 < n <= len(body):
-        raise BadRequest(
-            f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
-        )
-    return body[:n], body[n:]
-
-
-def parse_request(header: bytes) -> _InferenceRequest:
-    try:
-        raw = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"the inference request is not valid JSON ({exc}); binary tensor data needs the "
-            "Inference-Header-Content-Length header"
-        ) from None
-    try:
-        return _InferenceRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise BadRequest(f"invalid inference request: {_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ())) or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def binary_sections(inputs: list[_Tensor], binary: bytes) -> list[bytes | None]:
-    """Each input's slice of the binary section, in input order (None: data is in the JSON)."""
-    sections: list[bytes | None] = []
-    offset = 0
-    for tensor in inputs:
-        size = (tensor.parameters or {}).get("binary_data_size")
-        if size is None:
-            sections.append(None)
-            continue
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise BadRequest(f"input '{tensor.name}': binary_data_size must be an integer ≥ 0")
-        if tensor.data is not None:
-            raise BadRequest(f"input '{tensor.name}' has both JSON data and binary_data_size")
-        sections.append(binary[offset : offset + size])
-        offset += size
-    if offset != len(binary):
-        raise BadRequest(
-            f"the binary section holds {len(binary)} bytes but the inputs' binary_data_size "
-            f"add up to {offset}"
-        )
-    return sections
-
-
-def _flatten(data: Any) -> list[Any]:
-    """The protocol allows tensor data flat or nested (row-major); flatten either."""
-    if not isinstance(data, list):
-        return [data]
-    if not any(isinstance(d, list) for d in data):
-        return data
-    flat: list[Any] = []
-    for d in data:
-        flat.extend(_flatten(d))
-    return flat
-
-
-def decode_numeric(tensor: _Tensor, raw: bytes | None, count: int) -> np.ndarray:
-    """A UINT8/FP32 tensor's elements as a flat array of exactly ``count`` values."""
-    dtype = NUMPY_DTYPES[tensor.datatype]
-    if raw is not None:
-        if len(raw) != count * dtype.itemsize:
-            raise BadRequest(
-                f"input '{tensor.name}' of shape {tensor.shape} needs {count * dtype.itemsize} "
-                f"bytes of {tensor.datatype}, got {len(raw)}"
-            )
-        return np.frombuffer(raw, dtype=dtype)
-    values = _flatten(tensor.data)
-    if len(values) != count:
-        raise BadRequest(
-            f"input '{tensor.name}' of shape {tensor.shape} needs {count} values, got {len(values)}"
-        )
-    if tensor.datatype == "UINT8":
-        # Integers only: a float or a bool here is a client bug, not something to round.
-        if not all(type(v) is int and 0 <= v <= 255 for v in values):
-            raise BadRequest(f"input '{tensor.name}' (UINT8) must hold integers 0..255")
-        return np.asarray(values, dtype=np.uint8)
-    if not all(type(v) in (int, float) for v in values):
-        raise BadRequest(f"input '{tensor.name}' (FP32) must hold numbers")
-    return np.asarray(values, dtype=np.float32)
-
-
-def decode_bytes(tensor: _Tensor, raw: bytes | None, count: int) -> list[bytes]:
-    """A BYTES tensor's elements: length-prefixed in binary, base64 strings in JSON."""
-    if raw is not None:
-        elements = _split_length_prefixed(tensor.name, raw)
-    else:
-        elements = []
-        for i, value in enumerate(_flatten(tensor.data)):
-            if not isinstance(value, str):
-                raise BadRequest(f"input '{tensor.name}'[{i}] must be a base64 string in JSON")
-            try:
-                elements.append(base64.b64decode(value, validate=True))
-            except (binascii.Error, ValueError):
-                raise BadRequest(
-                    f"input '{tensor.name}'[{i}] is not base64; in JSON, BYTES elements carry the "
-                    "image file base64-encoded (or send it raw with the binary data extension)"
-                ) from None
-    if len(elements) != count:
-        raise BadRequest(
-            f"input '{tensor.name}' of shape {tensor.shape} needs {count} elements, "
-            f"got {len(elements)}"
-        )
-    return elements
-
-
-def _split_length_prefixed(name: str, raw: bytes) -> list[bytes]:
-    """Triton's BYTES serialization: each element is a 4-byte little-endian length + bytes."""
-    elements, offset = [], 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise BadRequest(f"input '{name}': truncated BYTES element length at byte {offset}")
-        size = int.from_bytes(raw[offset : offset + 4], "little")
-        start, offset = offset + 4, offset + 4 + size
-        if offset > len(raw):
-            raise BadRequest(f"input '{name}': BYTES element at byte {start - 4} overruns the data")
-        elements.append(raw[start:offset])
-    return elements
-
-
-# --- FP32 normalized tensors back to 8-bit pixels ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pixels:
-    images: np.ndarray  # uint8 [N, crop, crop, 3]
-    rounding_max_error: float  # in pixel levels; 0 when the tensor came from 8-bit pixels
-
-
-def normalized_to_pixels(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> Pixels:
-    """Invert ``(p/255 - mean)/std`` for NCHW ``x`` and round to uint8 NHWC (module docstring)."""
-    if not np.isfinite(x).all():
-        raise BadRequest(f"input '{INPUT_NORMALIZED}' holds NaN or infinite values")
-    # float64: the inversion itself must not add error on top of the client's float32.
-    m = np.asarray(mean, dtype=np.float64)[None, :, None, None]
-    s = np.asarray(std, dtype=np.float64)[None, :, None, None]
-    levels = (x.astype(np.float64) * s + m) * 255.0
-    low, high = float(levels.min()), float(levels.max())
-    if low < -0.5 or high > 255.5:
-        lo = (0 - np.asarray(mean)) / np.asarray(std)
-        hi = (1 - np.asarray(mean)) / np.asarray(std)
-        raise BadRequest(
-            f"input '{INPUT_NORMALIZED}' is outside what (pixels/255 - mean)/std can give with "
-            f"mean={list(mean)}, std={list(std)}: per channel the range is "
-            f"{[round(v, 4) for v in lo]}..{[round(v, 4) for v in hi]}; "
-            f"these values map to pixel levels {low:.2f}..{high:.2f} (allowed 0..255)"
-        )
-    rounded = np.rint(levels)
-    error = float(np.abs(levels - rounded).max())
-    images = np.clip(rounded, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    return Pixels(np.ascontiguousarray(images), error)
-
-
 # --- Running the images through the batcher ----------------------------------------------------
 
 T = TypeVar("T")
@@ -471,7 +226,7 @@ class InferenceOutcome:
 
 
 async def run_input(
-    runtime: Runtime, tensor: _Tensor, raw: bytes | None, ticket: Ticket | None = None
+    runtime: Runtime, tensor: Tensor, raw: bytes | None, ticket: Ticket | None = None
 ) -> InferenceOutcome:
     """Validate the one input, push each image through the batcher, softmax the logits.
 
@@ -517,28 +272,10 @@ async def run_input(
 # --- Outputs -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OutputTensor:
-    name: str
-    datatype: Datatype
-    shape: list[int]
-    values: np.ndarray | list[bytes]  # float32 array, or the BYTES elements row-major
-    binary: bool
-
-
 def _positive_int(value: Any, what: str, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise BadRequest(f"{what} must be an integer from 1 to {limit}, got {value!r}")
     return value
-
-
-def classification_strings(probabilities: np.ndarray, labels: list[str], k: int) -> list[bytes]:
-    """Triton's classification output, row-major: ``b"score:index:label"``, best first."""
-    out = []
-    for row in probabilities:
-        for i in top_k(row, k):
-            out.append(f"{row[i]:.6f}:{int(i)}:{labels[i]}".encode())
-    return out
 
 
 @dataclass(frozen=True)
@@ -548,10 +285,10 @@ class OutputPlan:
     binary: bool
 
 
-def plan_outputs(request: _InferenceRequest, classes: int) -> list[OutputPlan]:
+def plan_outputs(request: InferenceRequest, classes: int) -> list[OutputPlan]:
     """Validate the requested outputs before any inference runs."""
     binary_default = (request.parameters or {}).get("binary_data_output") is True
-    wanted = request.outputs or [_RequestedOutput(name=OUTPUT_PROBABILITIES)]
+    wanted = request.outputs or [RequestedOutput(name=OUTPUT_PROBABILITIES)]
     plans = []
     for output in wanted:
         if output.name not in (OUTPUT_PROBABILITIES, OUTPUT_LABELS):
@@ -583,47 +320,6 @@ def build_outputs(
             strings = classification_strings(probabilities, labels, plan.k)
             outputs.append(OutputTensor(plan.name, "BYTES", [n, plan.k], strings, plan.binary))
     return outputs
-
-
-def _raw(output: OutputTensor) -> bytes:
-    if isinstance(output.values, np.ndarray):
-        return output.values.astype("<f4").tobytes()
-    return b"".join(len(v).to_bytes(4, "little") + v for v in output.values)
-
-
-def render_response(
-    model: str, request: _InferenceRequest, outputs: list[OutputTensor], parameters: dict[str, Any]
-) -> Response:
-    described, binary_parts = [], []
-    for output in outputs:
-        entry: dict[str, Any] = {
-            "name": output.name,
-            "datatype": output.datatype,
-            "shape": output.shape,
-        }
-        if output.binary:
-            raw = _raw(output)
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            binary_parts.append(raw)
-        elif isinstance(output.values, np.ndarray):
-            entry["data"] = output.values.ravel()
-        else:
-            entry["data"] = [v.decode() for v in output.values]
-        described.append(entry)
-    body: dict[str, Any] = {"model_name": model, "model_version": MODEL_VERSION}
-    if request.id is not None:
-        body["id"] = request.id
-    if parameters:
-        body["parameters"] = parameters
-    body["outputs"] = described
-    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not binary_parts:
-        return Response(header, media_type="application/json")
-    return Response(
-        b"".join([header, *binary_parts]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
 
 
 # --- Routes ------------------------------------------------------------------------------------
@@ -811,4 +507,4 @@ async def infer(
         plans = plan_outputs(parsed, len(labels))
         outcome = await run_input(runtime, parsed.inputs[0], sections[0], ticket)
     outputs = build_outputs(plans, outcome.probabilities, labels)
-    return render_response(name, parsed, outputs, outcome.parameters)
+    return render_response(name, MODEL_VERSION, parsed, outputs, outcome.parameters)

@@ -10,13 +10,13 @@ from hypothesis.extra.numpy import arrays
 from tritonclient.utils import serialize_byte_tensor
 
 from service.errors import BadRequest
-from service.oip import (
-    _split_length_prefixed,
-    _Tensor,
+from service.oip_wire import (
+    Tensor,
     binary_sections,
     classification_strings,
     normalized_to_pixels,
     split_body,
+    split_length_prefixed,
 )
 
 MEAN = (0.485, 0.456, 0.406)
@@ -81,13 +81,13 @@ def test_nan_is_refused() -> None:
 def test_bytes_elements_decode_exactly_as_tritonclient_encodes_them() -> None:
     elements = [b"\xff\xd8jpeg", b"", b"\x89PNG\r\n" * 50]
     raw = serialize_byte_tensor(np.array(elements, dtype=object)).item()
-    assert _split_length_prefixed("encoded_image", raw) == elements
+    assert split_length_prefixed("encoded_image", raw) == elements
 
 
 def test_truncated_bytes_element_is_refused() -> None:
     raw = serialize_byte_tensor(np.array([b"abcdef"], dtype=object)).item()
     with pytest.raises(BadRequest, match="overruns"):
-        _split_length_prefixed("encoded_image", raw[:-1])
+        split_length_prefixed("encoded_image", raw[:-1])
 
 
 def test_binary_header_length_must_fit_the_body() -> None:
@@ -99,7 +99,7 @@ def test_binary_header_length_must_fit_the_body() -> None:
 
 
 def test_binary_sizes_must_add_up_to_the_binary_section() -> None:
-    tensor = _Tensor(name="image", shape=[1], datatype="UINT8", parameters={"binary_data_size": 3})
+    tensor = Tensor(name="image", shape=[1], datatype="UINT8", parameters={"binary_data_size": 3})
     assert binary_sections([tensor], b"abc") == [b"abc"]
     with pytest.raises(
         BadRequest, match="holds 4 bytes but the inputs' binary_data_size add up to 3"
