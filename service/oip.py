@@ -54,7 +54,7 @@ from starlette.responses import Response
 
 from . import __version__
 from .admission import Ticket
-from .classify import preprocess_bytes, softmax
+from .classify import preprocess_bytes
 from .dependencies import get_runtime, require_api_key
 from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
 from .oip_wire import (
@@ -76,6 +76,7 @@ from .oip_wire import (
     render_response,
     split_body,
 )
+from .ranking import softmax
 from .runtime import Runtime
 from .schemas import ErrorResponse
 

@@ -21,8 +21,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from .classify import top_k
 from .errors import BadRequest
+from .ranking import top_k
 
 HEADER_LENGTH = "inference-header-content-length"
 
