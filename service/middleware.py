@@ -78,9 +78,11 @@ class _BodyGuard:
         if self._swallow:
             return
         if message["type"] == "http.response.start":
-            if self.failure is not None:
+            if self.failure is not None and message["status"] != self.failure.status_code:
                 # Some library turned our exception into its own response (e.g. a generic 400):
-                # answer with the real reason instead.
+                # answer with the real reason instead. When the app's own handlers already
+                # answered it (with the right status, counted, in their route's error shape:
+                # /v2 speaks the protocol's), their answer stands.
                 self._swallow = True
                 self.response_started = True
                 self._on_error(self.failure)

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 from service_helpers import assert_error, live_server, metric_value, scores, settings_for, top1
 from test_preprocess import png_header
@@ -144,6 +145,35 @@ async def test_streamed_oversize_rejected_while_streaming(strict_url: str) -> No
     )
     assert data.startswith(b"HTTP/1.1 413") and b'"payload_too_large"' in data
     assert sent < 8 * MiB, f"the server let {sent} bytes in before refusing"
+
+
+async def test_streamed_oversize_on_v2_answers_in_the_protocol_shape_counted_once(
+    strict_url: str,
+) -> None:
+    """The 413 raised mid-stream inside a /v2 route is answered by that route's own handler
+    (the protocol's ``{"error": "..."}``) and counted once, not replaced by the middleware."""
+    chunk = b"\xff" * (64 * 1024)
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(64):  # 4 MiB, over the 1 MiB limit
+            yield f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+
+    def errors_413(text: str) -> float:
+        return metric_value(text, "efficientnet_errors_total", {"code": "payload_too_large"})
+
+    async with httpx.AsyncClient(base_url=strict_url, timeout=10) as client:
+        before = errors_413((await client.get("/metrics")).text)
+        host = urlsplit(strict_url).netloc
+        head = (
+            f"POST /v2/models/efficientnet_lite0/infer HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        data, _ = await _raw_exchange(strict_url, head, chunked())
+        after = errors_413((await client.get("/metrics")).text)
+    assert data.startswith(b"HTTP/1.1 413"), data[:200]
+    body = orjson.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert isinstance(body["error"], str) and "limit" in body["error"], body
+    assert after - before == 1
 
 
 async def test_slow_upload_times_out_without_blocking_others(
