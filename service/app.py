@@ -50,11 +50,16 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
     metrics: Metrics = app.state.metrics
     policy = settings.batch_policy(session.provider)
     preprocess_threads, intra_op = settings.thread_counts()
+    # Admission (service/admission.py) is the one gate: it lets in what the pipeline holds with
+    # every stage full. The batcher's queue is sized to that, so an image admitted at the door
+    # is never refused after its decode.
+    running = policy.workers * policy.max_batch_size
+    admission = Admission(settings.max_queue + running + preprocess_threads)
     batcher = Batcher(
         session.run,
         max_batch_size=policy.max_batch_size,
         max_delay_ms=policy.max_delay_ms,
-        max_queue=settings.max_queue,
+        max_queue=admission.capacity,
         workers=policy.workers,
         metrics=metrics,
     )
@@ -72,9 +77,6 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
         preprocess_threads, intra_op,
     )  # fmt: skip
-    # What the pipeline holds with every stage full (service/admission.py).
-    running = policy.workers * policy.max_batch_size
-    admission = Admission(settings.max_queue + running + preprocess_threads)
     return Runtime(settings, session, batcher, metrics, executor, policy, admission)
 
 
