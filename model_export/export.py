@@ -7,6 +7,7 @@ consumer can never normalize wrongly; the metadata carries everything else the s
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -78,11 +79,15 @@ def export(
     path = output_dir / f"efficientnet_{model.variant.name}.onnx"
     crop = info.preprocessing.crop_size
     metadata = build_metadata(model, info, fp16=fp16, opset=opset)
+    # Written and verified beside the target, then renamed over it: a failed re-export leaves
+    # the previous good graph in place, and a reader never sees a half-written file.
+    partial = path.with_name(path.name + ".part")
     try:
-        _write_graph(model, info, path, crop, fp16, opset, metadata)
-        diff, agreement = verify(model, info, path, fp16)
+        _write_graph(model, info, partial, crop, fp16, opset, metadata)
+        diff, agreement = verify(model, info, partial, fp16)
+        os.replace(partial, path)
     except BaseException:
-        path.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
     return ExportResult(path, time.perf_counter() - start, diff, agreement, metadata)
 
@@ -139,6 +144,8 @@ def verify(model: EfficientNet, info: WeightsInfo, path: Path, fp16: bool) -> tu
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"image": images})
+    if not np.isfinite(got).all():  # fp16 can overflow where fp32 does not
+        raise ExportError(f"{path.name}: the graph produced non-finite logits; file removed")
     diff = float(np.abs(got - expected).max())
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     if not fp16 and (diff > MAX_ABS_DIFF or agreement < 1.0):

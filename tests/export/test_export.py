@@ -82,6 +82,17 @@ def test_parity_failure_removes_the_file(b0_random, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="file removed"):
         export(*b0_random, tmp_path)
     assert not (tmp_path / "efficientnet_b0.onnx").exists()
+    assert list(tmp_path.iterdir()) == []  # no half-written leftovers either
+
+
+def test_failed_re_export_keeps_the_previous_graph(b0_random, tmp_path, monkeypatch):
+    previous = tmp_path / "efficientnet_b0.onnx"
+    previous.write_bytes(b"the graph a running service was exported with")
+    monkeypatch.setattr(export_module, "MAX_ABS_DIFF", 0.0)
+    with pytest.raises(ExportError, match="file removed"):
+        export(*b0_random, tmp_path)
+    assert previous.read_bytes() == b"the graph a running service was exported with"
+    assert list(tmp_path.iterdir()) == [previous]
 
 
 def test_fp16_keeps_the_boundary_and_the_top1(tmp_path, capsys):
