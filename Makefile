@@ -63,8 +63,12 @@ install-test: $(STAMP_TEST) ## create .venv and install everything CI needs
 $(MODEL_DIR)/efficientnet_%.onnx: | $(STAMP_SERVE)
 	$(BIN)/python -m model_export --variant $* --weights imagenet --output-dir $(MODEL_DIR)
 
+# Debian's python3 ships venv's ensurepip separately (python3-venv); a failed venv is removed so
+# a re-run does not find a half-made one.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-venv; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 # Editable installs: code edits need no reinstall, only pyproject.toml changes do.
 $(STAMP_SERVE): pyproject.toml | $(BIN)/python
