@@ -75,11 +75,6 @@ class DownloadedWeights:
     def url(self) -> str:
         return self.base_url + self.file_name
 
-    @property
-    def sha256_prefix(self) -> str:
-        # torchvision's convention: the hex after the last '-' starts the file's sha256.
-        return self.file_name.rsplit("-", 1)[1].split(".", 1)[0]
-
 
 @dataclass(frozen=True)
 class PackagedWeights:
@@ -212,9 +207,6 @@ _VARIANTS: tuple[Variant, ...] = (
     Variant("lite3", "efficientnet-lite", 1.2, 1.4, 280, 0.3, None),
     Variant("lite4", "efficientnet-lite", 1.4, 1.8, 300, 0.3, None),
 )  # fmt: skip
-
-# Published top-1 for variants whose weights we cannot fetch (TF's Lite3/Lite4).
-PUBLISHED_TOP1_WITHOUT_FILE = {"lite3": 79.8, "lite4": 81.5}
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANTS}
 

@@ -349,6 +349,8 @@ def default_cache_dir() -> Path:
 
 
 def hash_prefix(file_name: str) -> str:
+    """torchvision's convention (the Lite packages follow it): the hex after the last '-' in
+    the file name starts the file's sha256."""
     match = re.search(r"-([0-9a-f]{6,})\.", file_name)
     if match is None:
         raise WeightsError(f"{file_name}: no sha256 prefix in the file name")
