@@ -15,11 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import QueueFull
-
-# The client is still sending a body we will not read: close (after a lingering drain, see
-# service/server.py) rather than parse and discard it.
-CLOSE = {"Connection": "close"}
+from .errors import CLOSE, QueueFull
 
 
 class Ticket:

@@ -14,8 +14,13 @@ from .runtime import Runtime
 _bearer = HTTPBearer(auto_error=False, description="EFFICIENTNET_API_KEY, when it is set")
 
 
+def current_runtime(request: Request) -> Runtime | None:
+    """The runtime once the lifespan has built it (it may still be warming up), else None."""
+    return getattr(request.app.state, "runtime", None)
+
+
 def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    runtime = current_runtime(request)
     if runtime is None or not runtime.ready:
         raise NotReady("model is not loaded and warmed up yet (or the server is shutting down)")
     return runtime

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# For refusals after which the client must not reuse the connection (its body is unread).
+CLOSE = {"Connection": "close"}
+
 
 class StartupError(Exception):
     """The service cannot start: bad configuration, missing or unusable model.

@@ -8,12 +8,9 @@ from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import BodyTimeout, PayloadTooLarge, ServiceError
+from .errors import CLOSE, BodyTimeout, PayloadTooLarge, ServiceError
 from .metrics import Metrics
 from .responses import service_error_response
-
-# The client is still sending a body we will not read: close rather than drain it.
-CLOSE = {"Connection": "close"}
 
 
 def _content_length(scope: Scope) -> int | None:

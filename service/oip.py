@@ -55,7 +55,7 @@ from starlette.responses import Response
 from . import __version__
 from .admission import Ticket
 from .classify import preprocess_bytes
-from .dependencies import get_runtime, require_api_key
+from .dependencies import current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
 from .oip_wire import (
     HEADER_LENGTH,
@@ -379,7 +379,7 @@ def _check_model(request: Request, name: str, version: str | None) -> str:
 
 
 def _is_ready(request: Request) -> bool:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    runtime = current_runtime(request)
     return runtime is not None and runtime.ready
 
 

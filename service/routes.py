@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from .classify import classify_image_bytes
-from .dependencies import get_runtime, require_api_key
+from .dependencies import current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
 from .schemas import (
@@ -152,7 +152,7 @@ async def healthz() -> HealthResponse:
     responses={503: {"model": ReadyResponse, "description": "not ready (yet)"}},
 )
 async def readyz(request: Request) -> Response:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    runtime = current_runtime(request)
     if runtime is None:
         return JSONResponse(ReadyResponse(ready=False).model_dump(), status_code=503)
     body = ReadyResponse(
