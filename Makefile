@@ -52,7 +52,7 @@ serve: $(STAMP_SERVE) $(GRAPH) ## install, export VARIANT (default lite0) if mis
 		$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 test: $(STAMP_TEST) | $(CHROMIUM) ## install the test dependencies and run the whole suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 export: $(GRAPH) ## export the ONNX graph for VARIANT if it is missing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -11,7 +12,9 @@ from photos import Photo
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from server_process import ROOT, LiveServer
 
-CHROMIUM = "/usr/bin/chromium"  # apt-get install chromium; Playwright's own download is not used
+# Debian's Chromium (Playwright's own browser download cannot work here); `make test` passes the
+# one it installed or found as $CHROMIUM.
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",

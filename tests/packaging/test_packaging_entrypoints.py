@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_server import free_port
 from pkg_helpers import ROOT, VENV, clean_env
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -159,17 +159,11 @@ def _probe(url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_healthcheck_exit_codes(http_server: str) -> None:
     assert _probe(f"{http_server}/readyz").returncode == 0
     not_ready = _probe(f"{http_server}/not-ready")
     assert not_ready.returncode == 1 and "answered 503" in not_ready.stderr
-    refused = _probe(f"http://127.0.0.1:{_free_port()}/readyz")
+    refused = _probe(f"http://127.0.0.1:{free_port()}/readyz")
     assert refused.returncode == 1 and "unhealthy" in refused.stderr
 
 
@@ -179,7 +173,7 @@ def test_entrypoint_serves_the_baked_graph_and_the_probe_sees_it_ready(
 ) -> None:
     """The real entrypoint and service, as in the image: no graph on the volume, so the baked
     one is used; the HEALTHCHECK probe fails until /readyz answers 200, then passes."""
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "data"
     env = clean_env(
         PATH=f"{VENV / 'bin'}:/usr/bin:/bin",

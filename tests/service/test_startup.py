@@ -18,6 +18,7 @@ import httpx
 import onnx
 import onnxruntime as ort
 import pytest
+from live_server import free_port
 from service_helpers import ROOT, ready_wait, settings_for
 
 from service.config import Settings, load_settings
@@ -209,12 +210,6 @@ def test_cli_startup_errors_are_one_line(
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _read_all(connection: socket.socket) -> bytes:
     connection.settimeout(30)
     chunks = []
@@ -225,7 +220,7 @@ def _read_all(connection: socket.socket) -> bytes:
 
 
 def test_cli_serves_and_drains_on_sigterm(lite0_onnx: Path, photos: dict[str, Any]) -> None:
-    port = _free_port()
+    port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EFFICIENTNET_")}
     env = {**clean, "EFFICIENTNET_MODEL_PATH": str(lite0_onnx), "EFFICIENTNET_PORT": str(port)}
     process = subprocess.Popen(
