@@ -1,13 +1,15 @@
 """The one way an upload becomes predictions: preprocess (thread pool) → batcher → softmax/top-k.
 
-``/classify``, ``/classify/batch`` and the Open Inference Protocol's BYTES input all call
-``classify_image_bytes``.
+``/classify`` and ``/classify/batch`` call ``classify_image_bytes``; the Open Inference
+Protocol's BYTES input shares ``preprocess_bytes`` and ``within_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from .preprocess import preprocess
 from .ranking import softmax, top_k
 from .runtime import Runtime
 from .schemas import ClassifyResponse, Prediction, Timing
+
+T = TypeVar("T")
 
 
 async def preprocess_bytes(runtime: Runtime, data: bytes) -> np.ndarray:
@@ -57,10 +61,15 @@ async def _classify(runtime: Runtime, data: bytes, k: int) -> ClassifyResponse:
     )
 
 
-async def classify_image_bytes(runtime: Runtime, data: bytes, top_k: int) -> ClassifyResponse:
-    """Encoded image bytes → top-k predictions; ServiceError (4xx/5xx) for anything refused."""
+async def within_timeout(runtime: Runtime, work: Awaitable[T], what: str) -> T:
+    """``work`` under EFFICIENTNET_REQUEST_TIMEOUT_S; RequestTimeout (504) past it."""
     timeout = runtime.settings.request_timeout_s
     try:
-        return await asyncio.wait_for(_classify(runtime, data, top_k), timeout)
+        return await asyncio.wait_for(work, timeout)
     except asyncio.TimeoutError:
-        raise RequestTimeout(f"classification did not finish within {timeout:g} s") from None
+        raise RequestTimeout(f"{what} did not finish within {timeout:g} s") from None
+
+
+async def classify_image_bytes(runtime: Runtime, data: bytes, top_k: int) -> ClassifyResponse:
+    """Encoded image bytes → top-k predictions; ServiceError (4xx/5xx) for anything refused."""
+    return await within_timeout(runtime, _classify(runtime, data, top_k), "classification")

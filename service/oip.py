@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -54,9 +54,9 @@ from starlette.responses import Response
 
 from . import __version__
 from .admission import Ticket
-from .classify import preprocess_bytes
+from .classify import preprocess_bytes, within_timeout
 from .dependencies import current_runtime, get_runtime, require_api_key
-from .errors import BadRequest, RequestTimeout, ServiceError, UnsupportedMediaType
+from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .oip_wire import (
     HEADER_LENGTH,
     INPUT_ENCODED,
@@ -212,14 +212,6 @@ async def _encoded_logits(runtime: Runtime, index: int, data: bytes) -> np.ndarr
     return await runtime.batcher.submit(image)
 
 
-async def _with_timeout(runtime: Runtime, work: Awaitable[T]) -> T:
-    timeout = runtime.settings.request_timeout_s
-    try:
-        return await asyncio.wait_for(work, timeout)
-    except asyncio.TimeoutError:
-        raise RequestTimeout(f"inference did not finish within {timeout:g} s") from None
-
-
 @dataclass(frozen=True)
 class InferenceOutcome:
     probabilities: np.ndarray  # float64 [N, classes]
@@ -266,7 +258,7 @@ async def run_input(
             # A private, writable copy: np.frombuffer views the request body read-only.
             images = flat.reshape(n, spec.crop_size, spec.crop_size, 3).copy()
         work = [runtime.batcher.submit(image) for image in images]
-    rows = await _with_timeout(runtime, _all_or_nothing(work))
+    rows = await within_timeout(runtime, _all_or_nothing(work), "inference")
     return InferenceOutcome(softmax(np.stack(rows)), parameters)
 
 
