@@ -123,6 +123,15 @@ class BatchingInfo(BaseModel):
     max_queue: int
 
 
+class Limits(BaseModel):
+    """The request limits in force; counts are integers (JSON ``20971520``, not ``20971520.0``)."""
+
+    max_upload_bytes: int = Field(description="request body limit")
+    max_image_pixels: int = Field(description="width × height limit, from the image header")
+    request_timeout_s: float
+    max_batch_files: int = Field(description="files per /classify/batch request")
+
+
 class MetadataResponse(BaseModel):
     variant: str
     family: str
@@ -137,4 +146,4 @@ class MetadataResponse(BaseModel):
     weights: WeightsInfo
     precision: str
     onnxruntime_version: str
-    limits: dict[str, float]
+    limits: Limits
