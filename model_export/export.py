@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,8 +34,24 @@ PARITY_BATCH = 4
 PARITY_SEED = 1234
 
 
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 class ExportError(Exception):
     """The written graph failed a check; the file has been removed."""
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ExportError(
+            f"--name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit (it names the file and the served model)"
+        )
+    return name
+
+
+def default_name(model: EfficientNet) -> str:
+    return f"efficientnet_{model.variant.name}"
 
 
 class Preprocessed(nn.Module):
@@ -72,13 +89,22 @@ def export(
     *,
     fp16: bool = False,
     opset: int = OPSET,
+    name: str | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> ExportResult:
-    """Export, check and verify; on any failure the file is removed and ExportError raised."""
+    """Export, check and verify; on any failure the file is removed and ExportError raised.
+
+    `labels` default to ImageNet's, which only fit a 1000-class classifier."""
     start = time.perf_counter()
+    name = check_name(name or default_name(model))
+    labels = labels if labels is not None else imagenet_labels()
+    classes = model.classifier[1].out_features
+    if len(labels) != classes:
+        raise ExportError(f"{len(labels)} labels for a classifier of {classes} classes")
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"efficientnet_{model.variant.name}.onnx"
+    path = output_dir / f"{name}.onnx"
     crop = info.preprocessing.crop_size
-    metadata = build_metadata(model, info, fp16=fp16, opset=opset)
+    metadata = build_metadata(model, info, fp16=fp16, opset=opset, name=name, labels=labels)
     # Written and verified beside the target, then renamed over it: a failed re-export leaves
     # the previous good graph in place, and a reader never sees a half-written file.
     partial = path.with_name(path.name + ".part")
@@ -169,11 +195,20 @@ def parity_images(size: int) -> np.ndarray:
     return np.concatenate([noise, smooth_u8])
 
 
-def build_metadata(model: EfficientNet, info: WeightsInfo, *, fp16: bool, opset: int) -> dict:
+def build_metadata(
+    model: EfficientNet,
+    info: WeightsInfo,
+    *,
+    fp16: bool,
+    opset: int,
+    name: str | None = None,
+    labels: tuple[str, ...] | None = None,
+) -> dict:
     variant = model.variant
     pre = info.preprocessing
     return {
         "schema_version": SCHEMA_VERSION,
+        "name": name or default_name(model),
         "variant": variant.name,
         "family": variant.family,
         "resolution": variant.resolution,
@@ -187,7 +222,7 @@ def build_metadata(model: EfficientNet, info: WeightsInfo, *, fp16: bool, opset:
             "input_dtype": "uint8",
             "normalization_in_graph": True,
         },
-        "labels": list(imagenet_labels()),
+        "labels": list(labels if labels is not None else imagenet_labels()),
         "weights": {
             "source": info.source,
             "origin": info.origin,
@@ -195,6 +230,7 @@ def build_metadata(model: EfficientNet, info: WeightsInfo, *, fp16: bool, opset:
             "key_layout": info.key_layout,
             "seed": info.seed,
             "published_top1": info.published_top1,
+            "container": info.container,
         },
         "architecture": {
             "width": variant.width,
@@ -204,6 +240,8 @@ def build_metadata(model: EfficientNet, info: WeightsInfo, *, fp16: bool, opset:
             "gflops": round(count_gmacs(variant, pre.crop_size), 3),
             "padding": model.style.padding,
             "bn_eps": model.style.bn_eps,
+            "num_classes": model.classifier[1].out_features,
+            "timm_name": info.timm_name,
         },
         "precision": "fp16" if fp16 else "fp32",
         "exporter": {

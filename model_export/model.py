@@ -76,13 +76,16 @@ def _init_like_torchvision(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(variant: Variant, style: ConvStyle | None = None) -> EfficientNet:
-    """The network in eval mode. `style` defaults to torchvision's (symmetric, eps 1e-5)."""
+def build_model(
+    variant: Variant, style: ConvStyle | None = None, num_classes: int = NUM_CLASSES
+) -> EfficientNet:
+    """The network in eval mode. `style` defaults to torchvision's (symmetric padding, the
+    variant's BN eps)."""
     if style is None:
         style = ConvStyle(bn_eps=variant.bn_eps, activation=variant.activation)
     elif style.activation != variant.activation:
         raise ValueError(f"{variant.name} uses {variant.activation}, not {style.activation}")
-    return EfficientNet(variant, style).eval()
+    return EfficientNet(variant, style, num_classes).eval()
 
 
 def count_params(model: nn.Module) -> int:
