@@ -118,13 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return USER_ERROR
-    if args.fp16:
-        print(
-            f"fp16 vs fp32 PyTorch: top-1 agreement {result.top1_agreement:.1%}, "
-            f"max |Δlogit| {result.max_abs_diff:.3g}"
-        )
     from model_export.export import describe
 
+    print(f"{result.metadata['precision']} graph {result.verification.summary()}")
     print(describe(result))
     return 0
 

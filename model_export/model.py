@@ -33,7 +33,10 @@ class EfficientNet(nn.Module):
         _init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
+        x = self.features(x)
+        # fp16 graphs pool and classify in fp32 (export._half_copy): the pooled sum overflows.
+        dtype = self.classifier[1].weight.dtype
+        x = self.avgpool(x if x.dtype == dtype else x.to(dtype))
         return self.classifier(torch.flatten(x, 1))
 
 
