@@ -19,17 +19,18 @@ from typing import Any
 import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__, oip, page, routes
 from .admission import Admission
 from .batcher import Batcher
-from .config import Settings, load_settings
+from .config import MiB, Settings, load_settings
+from .decoding import DecodeLimits, Decoder
 from .errors import ServiceError, StartupError
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .preprocess import configure_pillow
 from .responses import error_response, service_error_response
 from .runtime import Runtime
 from .session import ModelSession
@@ -64,6 +65,13 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         metrics=metrics,
     )
     executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="preprocess")
+    limits = DecodeLimits(
+        workers=preprocess_threads,
+        timeout_s=settings.decode_timeout_s,
+        memory_bytes=settings.decode_memory_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+    decoder = Decoder(session.metadata.preprocessing, limits, executor)
     metrics.set_model(
         variant=session.metadata.variant,
         provider=session.provider,
@@ -72,21 +80,19 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
     )
     log.info(
         "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, %d in flight, "
-        "queue %d; %d preprocessing threads, %d onnxruntime threads",
+        "queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
         session.path, session.metadata.variant, session.sha256[:12], session.provider,
         policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
-        preprocess_threads, intra_op,
+        preprocess_threads, limits.timeout_s, limits.memory_bytes // MiB, intra_op,
     )  # fmt: skip
-    return Runtime(settings, session, batcher, metrics, executor, policy, admission)
+    return Runtime(settings, session, batcher, metrics, executor, policy, admission, decoder)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # preprocess.open_image enforces our limit from the header. Pillow's own process-wide
-    # check (refusing over twice MAX_IMAGE_PIXELS at open) stays as a backstop; only raise it,
-    # so a configured limit above Pillow's default is honoured and other apps' stay intact.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
+    # The header checks run here, the decodes in the workers: both with the same Pillow limits.
+    configure_pillow(settings.max_image_pixels)
     session = app.state.preloaded_session or await asyncio.to_thread(ModelSession.load, settings)
     app.state.preloaded_session = None
     runtime = _build_runtime(app, settings, session)
@@ -102,6 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Uvicorn has already let in-flight requests finish; drain whatever is still queued.
         runtime.ready = False
         runtime.metrics.ready.set(0)
+        # Workers first: a decode still running (its request gave up) must not hold up the exit.
+        runtime.decoder.close()
         await runtime.batcher.stop()
         runtime.executor.shutdown(wait=True)
         log.info("stopped")
