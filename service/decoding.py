@@ -159,6 +159,8 @@ class DecodePool:
     def run(self, data: bytes) -> np.ndarray:
         """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
         worker = self._idle.get()  # as many calling threads as workers: one is idle
+        if not worker.process.is_alive():  # died idle (OOM killer, a signal): not this upload
+            worker = self._replace(worker)
         try:
             status, payload = self._exchange(worker, data)
         except BaseException:
