@@ -37,7 +37,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         408: "the request body was not received within the request timeout",
         413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES or image over EFFICIENTNET_MAX_IMAGE_PIXELS",
         415: "not an image, or an unsupported format or content type",
-        422: "invalid parameter (e.g. top_k outside 1..1000)",
+        422: "invalid parameter (e.g. top_k outside 1..1000), or an image too costly to decode",
         503: "model not ready, or queue full (with Retry-After)",
         504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
     }
