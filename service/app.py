@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -98,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = _build_runtime(app, settings, session)
     await asyncio.to_thread(session.warm_up, {1, runtime.batch_policy.max_batch_size})
     runtime.batcher.start()
+    _cut_decodes_on_exit_signal(runtime.decoder)
     app.state.runtime = runtime
     runtime.ready = True
     runtime.metrics.ready.set(1)
@@ -113,6 +116,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.batcher.stop()
         runtime.executor.shutdown(wait=True)
         log.info("stopped")
+
+
+def _cut_decodes_on_exit_signal(decoder: Decoder) -> None:
+    """On SIGTERM/SIGINT, before uvicorn's handler starts its drain, start the decodes' grace.
+
+    uvicorn installs its handlers before the lifespan starts and restores the ones it found
+    when it ends, so this wraps them for this server's life only. Without a main-thread
+    uvicorn (the tests' in-thread servers) there is nothing to wrap: the lifespan's end
+    closes the decoder anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            decoder.begin_shutdown()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def _count(request: Request, code: str) -> None:

@@ -33,6 +33,7 @@ import queue
 import resource
 import signal
 import threading
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -59,6 +60,13 @@ MiB = 1024 * 1024
 # zlib's windows, the conversion strips and the resize's buffers. Past it, allocations fail and
 # the request gets 413; the bound is on every worker, whatever the estimate said.
 WORKER_SLACK_BYTES = 256 * MiB
+# On SIGTERM uvicorn lets requests in progress finish. Each decode then gets at most this long
+# (from its start, or from the signal for one already running): photos up to ~12 MP decode
+# well within it, so the drain completes; a slower decode is cut (503, retry elsewhere) rather
+# than holding the exit for up to EFFICIENTNET_DECODE_TIMEOUT_S.
+SHUTDOWN_DECODE_S = 2.0
+# How often a waiting thread looks whether a shutdown has shortened its deadline.
+_WAIT_SLICE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class DecodePool:
         self._ctx.set_forkserver_preload([__name__])
         self._lock = threading.Lock()
         self._closed = False
+        self._shutdown_at: float | None = None
         self._workers: set[_Worker] = set()
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for _ in range(limits.workers):
@@ -173,13 +182,34 @@ class DecodePool:
         status_code, code, message = payload
         raise ServiceError(message, status_code=status_code, code=code)
 
-    def _exchange(self, worker: _Worker, data: bytes) -> tuple[str, Any]:
+    def _deadline(self, started: float) -> tuple[float, bool]:
+        """When the decode begun at ``started`` must end, and whether a shutdown set it."""
+        deadline = started + self._limits.timeout_s
+        if self._shutdown_at is None:
+            return deadline, False
+        cut = max(started, self._shutdown_at) + SHUTDOWN_DECODE_S
+        return min(deadline, cut), cut < deadline
+
+    def _await_answer(self, worker: _Worker) -> None:
+        """Until the worker answers (or dies); past the deadline it is killed and we raise."""
+        started = time.monotonic()
+        while True:
+            deadline, by_shutdown = self._deadline(started)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if worker.conn.poll(min(left, _WAIT_SLICE_S)):
+                return
+        if by_shutdown:
+            raise NotReady("the service is shutting down")
         timeout = self._limits.timeout_s
+        log.warning("decode took over %g s: worker %s killed", timeout, worker.process.pid)
+        raise DecodeTooExpensive(f"decoding this image took over {timeout:g} s")
+
+    def _exchange(self, worker: _Worker, data: bytes) -> tuple[str, Any]:
         try:
             worker.conn.send_bytes(data)
-            if not worker.conn.poll(timeout):
-                log.warning("decode took over %g s: worker %s killed", timeout, worker.process.pid)
-                raise DecodeTooExpensive(f"decoding this image took over {timeout:g} s")
+            self._await_answer(worker)
             return worker.conn.recv()
         except (EOFError, OSError):
             if self._closed:
@@ -187,6 +217,9 @@ class DecodePool:
             code = worker.process.exitcode if worker.process.exitcode is not None else "?"
             log.warning("decode worker %s died (exit %s)", worker.process.pid, code)
             raise DecodeFailed("the decoder failed on this image") from None
+
+    def begin_shutdown(self) -> None:
+        self._shutdown_at = time.monotonic()
 
     def close(self) -> None:
         """Kill every worker now, busy or not: a decode in progress must not hold up an exit."""
@@ -274,6 +307,11 @@ class Decoder:
 
         decoding.add_done_callback(done)
         return await asyncio.shield(decoding)
+
+    def begin_shutdown(self) -> None:
+        """A shutdown has begun: from now on a decode gets at most SHUTDOWN_DECODE_S (503
+        not_ready past it), so the drain waits on no slow decode."""
+        self.pool.begin_shutdown()
 
     def close(self) -> None:
         self.pool.close()

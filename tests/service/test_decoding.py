@@ -25,7 +25,7 @@ from service.decode_checks import (
     jpeg_scan_count,
     plan_decode,
 )
-from service.decoding import DecodeBudget, DecodeLimits, DecodePool
+from service.decoding import SHUTDOWN_DECODE_S, DecodeBudget, DecodeLimits, DecodePool
 from service.errors import (
     DecodeTooExpensive,
     ImageTooLarge,
@@ -212,3 +212,21 @@ def test_png_with_a_large_icc_profile_decodes() -> None:
 
     configure_pillow(LIMIT)
     assert preprocess(buffer.getvalue(), SPEC, LIMIT).shape == (224, 224, 3)
+
+
+def test_shutdown_cuts_a_slow_decode_not_a_quick_one() -> None:
+    """Once a shutdown has begun, each decode gets SHUTDOWN_DECODE_S instead of its budget:
+    a quick one still finishes (the drain answers it), a slow one is cut with 503."""
+    limits = DecodeLimits(workers=1, timeout_s=60, memory_bytes=512 * MiB, max_pixels=10**9)
+    pool = DecodePool(SPEC, limits)
+    try:
+        # 306 scans of 16 MP: ~10 s (the pool itself makes no structural checks)
+        slow = progressive("L", extra_scans=300, size=(4000, 4000))
+        pool.begin_shutdown()
+        assert pool.run(encode(Image.new("RGB", (64, 64)), "PNG")).shape == (224, 224, 3)
+        started = time.monotonic()
+        with pytest.raises(NotReady):
+            pool.run(slow)
+        assert time.monotonic() - started < SHUTDOWN_DECODE_S + 1.0
+    finally:
+        pool.close()
