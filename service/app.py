@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -100,7 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = _build_runtime(app, settings, session)
     await asyncio.to_thread(session.warm_up, {1, runtime.batch_policy.max_batch_size})
     runtime.batcher.start()
-    _cut_decodes_on_exit_signal(runtime.decoder)
+    restore_signals = _cut_decodes_on_exit_signal(runtime.decoder)
     app.state.runtime = runtime
     runtime.ready = True
     runtime.metrics.ready.set(1)
@@ -111,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Uvicorn has already let in-flight requests finish; drain whatever is still queued.
         runtime.ready = False
         runtime.metrics.ready.set(0)
+        restore_signals()
         # Workers first: a decode still running (its request gave up) must not hold up the exit.
         runtime.decoder.close()
         await runtime.batcher.stop()
@@ -118,16 +119,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopped")
 
 
-def _cut_decodes_on_exit_signal(decoder: Decoder) -> None:
-    """On SIGTERM/SIGINT, before uvicorn's handler starts its drain, start the decodes' grace.
+def _cut_decodes_on_exit_signal(decoder: Decoder) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, before uvicorn's handler starts its drain, shorten the decodes.
 
-    uvicorn installs its handlers before the lifespan starts and restores the ones it found
-    when it ends, so this wraps them for this server's life only. Without a main-thread
-    uvicorn (the tests' in-thread servers) there is nothing to wrap: the lifespan's end
-    closes the decoder anyway.
+    uvicorn installs its handlers before the lifespan starts; this wraps them until the
+    lifespan ends (the returned function puts them back). Off the main thread (the tests'
+    in-thread servers) signals cannot be handled: the lifespan's end closes the decoder anyway.
     """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
+    wrapped: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if not callable(previous):
@@ -138,6 +139,13 @@ def _cut_decodes_on_exit_signal(decoder: Decoder) -> None:
             previous(signum, frame)
 
         signal.signal(sig, handler)
+        wrapped[sig] = previous
+
+    def restore() -> None:
+        for sig, previous in wrapped.items():
+            signal.signal(sig, previous)
+
+    return restore
 
 
 def _count(request: Request, code: str) -> None:
