@@ -80,11 +80,16 @@ class DecodeLimits:
 # --- In the worker process --------------------------------------------------------------------
 
 
-def _address_space_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _address_space_bytes() -> int | None:
+    """What this process maps now (Linux); None where /proc does not say (macOS)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
-    return 0
+    return None
 
 
 def _worker_main(conn: Connection, spec: PreprocessingSpec, limits: DecodeLimits) -> None:
@@ -92,8 +97,10 @@ def _worker_main(conn: Connection, spec: PreprocessingSpec, limits: DecodeLimits
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_pillow(limits.max_pixels)
     # What this process maps already (interpreter, libraries) plus what one decode may take.
-    cap = _address_space_bytes() + limits.memory_bytes + WORKER_SLACK_BYTES
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    mapped = _address_space_bytes()
+    if mapped is not None:
+        cap = mapped + limits.memory_bytes + WORKER_SLACK_BYTES
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     while True:
         try:
             data = conn.recv_bytes()
