@@ -230,3 +230,33 @@ def test_shutdown_cuts_a_slow_decode_not_a_quick_one() -> None:
         assert time.monotonic() - started < SHUTDOWN_DECODE_S + 1.0
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "L"])
+def test_strips_give_the_bytes_of_one_whole_conversion(mode: str) -> None:
+    """to_model_input converts and resizes the kept region STRIP_ROWS rows at a time; both
+    steps are row-local, so the result is that of converting the whole region at once."""
+    from service.preprocess import (
+        FILTER_SUPPORT,
+        RESAMPLE,
+        _reach,
+        crop_box,
+        to_model_input,
+        to_rgb,
+    )
+
+    rng = np.random.default_rng(0)
+    height, width = 3 * STRIP_ROWS + 17, 700
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, (height, width), dtype=np.uint16))
+    else:
+        rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        img = Image.fromarray(rgba, "RGBA").convert(mode)
+    left, top, right, bottom = crop_box(width, height, SPEC)
+    support, crop = FILTER_SUPPORT[SPEC.interpolation], SPEC.crop_size
+    x0, x1 = _reach(left, right, (right - left) / crop, support, width)
+    y0, y1 = _reach(top, bottom, (bottom - top) / crop, support, height)
+    region, rows, resample = to_rgb(img.crop((x0, y0, x1, y1))), y1 - y0, RESAMPLE["bicubic"]
+    across = region.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
+    whole = across.resize((crop, crop), resample, box=(0, top - y0, crop, bottom - y0))
+    assert np.array_equal(to_model_input(img, SPEC), np.asarray(whole))
