@@ -29,11 +29,11 @@ MiB = 1024 * 1024
 CPU_BATCHING = (2, 0.0)
 GPU_BATCHING = (32, 2.0)
 CPU_INFERENCE_WORKERS = 2
+GPU_INFERENCE_WORKERS = 1
 # The default decode memory budget per pixel of the pixel limit: the costliest image the
 # service takes (a progressive 4:4:4 JPEG: 6 bytes of coefficients a pixel; an RGBA image with
 # an EXIF rotation: 2 × 4 bytes) fits alone.
 DECODE_BYTES_PER_PIXEL = 8
-GPU_INFERENCE_WORKERS = 1
 
 
 @dataclass(frozen=True)

@@ -260,3 +260,20 @@ def test_strips_give_the_bytes_of_one_whole_conversion(mode: str) -> None:
     across = region.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
     whole = across.resize((crop, crop), resample, box=(0, top - y0, crop, bottom - y0))
     assert np.array_equal(to_model_input(img, SPEC), np.asarray(whole))
+
+
+def test_decode_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.config import load_settings
+    from service.errors import StartupError
+
+    monkeypatch.delenv("EFFICIENTNET_DECODE_MEMORY_MB", raising=False)
+    monkeypatch.delenv("EFFICIENTNET_MAX_IMAGE_PIXELS", raising=False)
+    monkeypatch.delenv("EFFICIENTNET_DECODE_TIMEOUT_S", raising=False)
+    settings = load_settings()
+    assert settings.decode_memory_bytes == 50_000_000 * 8  # follows the pixel limit
+    assert settings.decode_timeout_s == 10.0
+    monkeypatch.setenv("EFFICIENTNET_DECODE_MEMORY_MB", "100")
+    assert load_settings().decode_memory_bytes == 100 * MiB
+    monkeypatch.setenv("EFFICIENTNET_DECODE_TIMEOUT_S", "0")
+    with pytest.raises(StartupError, match="EFFICIENTNET_DECODE_TIMEOUT_S"):
+        load_settings()
