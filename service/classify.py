@@ -1,4 +1,4 @@
-"""The one way an upload becomes predictions: preprocess (thread pool) → batcher → softmax/top-k.
+"""The one way an upload becomes predictions: decode (worker process) → batcher → softmax/top-k.
 
 ``/classify`` and ``/classify/batch`` call ``classify_image_bytes``; the Open Inference
 Protocol's BYTES input shares ``preprocess_bytes`` and ``within_timeout``.
@@ -15,7 +15,6 @@ import numpy as np
 
 from .batcher import BatchTiming
 from .errors import RequestTimeout, ServiceError
-from .preprocess import preprocess
 from .ranking import softmax, top_k
 from .runtime import Runtime
 from .schemas import ClassifyResponse, Prediction, Timing
@@ -41,13 +40,9 @@ def resolve_top_k(requested: int | None, classes: int) -> int:
 
 
 async def preprocess_bytes(runtime: Runtime, data: bytes) -> np.ndarray:
-    """Decode + resize + crop in the preprocessing pool, off the event loop."""
+    """Decode + resize + crop in a decode worker process, within its budgets (service/decoding)."""
     started = time.perf_counter()
-    spec = runtime.session.metadata.preprocessing
-    loop = asyncio.get_running_loop()
-    image = await loop.run_in_executor(
-        runtime.executor, preprocess, data, spec, runtime.settings.max_image_pixels
-    )
+    image = await runtime.decoder.preprocess(data)
     runtime.metrics.preprocess.observe(time.perf_counter() - started)
     return image
 

@@ -32,6 +32,10 @@ CPU_BATCHING = (2, 0.0)
 GPU_BATCHING = (32, 2.0)
 CPU_INFERENCE_WORKERS = 2
 GPU_INFERENCE_WORKERS = 1
+# The default decode memory budget per pixel of the pixel limit: the costliest image the
+# service takes (a progressive 4:4:4 JPEG: 6 bytes of coefficients a pixel; an RGBA image with
+# an EXIF rotation: 2 × 4 bytes) fits alone.
+DECODE_BYTES_PER_PIXEL = 8
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,14 @@ class Settings(BaseSettings):
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
 
+    # Decoding (service/decoding.py): one worker process per preprocessing thread, each decode
+    # killed past decode_timeout_s (a 50 MP PNG takes ~4 s on the 2-core CI machine); all
+    # decodes at once hold at most decode_memory_mb, as estimated from their headers (None: 8
+    # bytes per pixel of max_image_pixels, 381 MiB at 50 MP: any one image under the pixel
+    # limit fits, two of the largest wait for each other).
+    decode_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    decode_memory_mb: int | None = Field(default=None, ge=16, le=1_000_000)
+
     api_key: SecretStr | None = None
 
     # None = derived from the core count (see thread_counts()).
@@ -95,6 +107,12 @@ class Settings(BaseSettings):
     def resolved_model_path(self) -> Path:
         variant = self.variant or DEFAULT_VARIANT
         return self.model_path or self.model_dir / f"efficientnet_{variant}.onnx"
+
+    @property
+    def decode_memory_bytes(self) -> int:
+        if self.decode_memory_mb is None:
+            return self.max_image_pixels * DECODE_BYTES_PER_PIXEL
+        return self.decode_memory_mb * MiB
 
     def batch_policy(self, provider: str) -> BatchPolicy:
         cpu = provider == "CPUExecutionProvider"

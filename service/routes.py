@@ -26,7 +26,7 @@ from .schemas import (
     ReadyResponse,
 )
 
-RAW_TYPES = ("image/", "application/octet-stream")
+RAW_TYPE = "application/octet-stream"  # or any image/*
 BINARY = {"type": "string", "format": "binary"}
 
 
@@ -37,7 +37,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         408: "the request body was not received within the request timeout",
         413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES or image over EFFICIENTNET_MAX_IMAGE_PIXELS",
         415: "not an image, or an unsupported format or content type",
-        422: "invalid parameter (e.g. top_k outside 1..the model's class count)",
+        422: "invalid parameter (e.g. top_k outside 1..the model's class count), or an image "
+        "too costly to decode",
         503: "model not ready, or queue full (with Retry-After)",
         504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
     }
@@ -79,15 +80,22 @@ router = APIRouter()
 protected = APIRouter(dependencies=[Depends(require_api_key)])
 
 
+def _media_type(request: Request) -> str:
+    """The Content-Type's media type, lower-cased: RFC 9110 makes type and subtype
+    case-insensitive (``IMAGE/JPEG``, ``Multipart/Form-Data``)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def _read_single_upload(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise BadRequest("multipart upload needs a file in the field 'file'")
             return await upload.read()
-    if content_type and not content_type.startswith(RAW_TYPES):
+    if media_type and not (media_type.startswith("image/") or media_type == RAW_TYPE):
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' "
             "field, or the image itself as image/* or application/octet-stream"
@@ -134,8 +142,7 @@ async def classify_batch(
 ) -> BatchResponse:
     """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
     k = resolve_top_k(top_k, runtime.session.classes)
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if _media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
     # One slot at the door (refused before reading the body), one per file once they are known.
