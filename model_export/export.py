@@ -19,7 +19,7 @@ import onnxscript.optimizer
 import torch
 from torch import nn
 
-from model_export import __version__
+from model_export import __version__, telemetry
 from model_export.flops import count_gmacs
 from model_export.labels import imagenet_labels
 from model_export.model import EfficientNet, count_params
@@ -142,6 +142,7 @@ def verify(model: EfficientNet, info: WeightsInfo, path: Path, fp16: bool) -> tu
         expected = reference(torch.from_numpy(images)).numpy()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    telemetry.disable_events()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"image": images})
     if not np.isfinite(got).all():  # fp16 can overflow where fp32 does not
