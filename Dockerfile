@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Stages:
 #   base          python 3.11 slim + the non-root user shared by every stage
 #   export        torch + the exporter (pip install '.[export]'); builds the graph for ARG VARIANT.
@@ -17,6 +15,11 @@
 #   - nothing else from the CUDA toolkit is shipped. Only the host's NVIDIA driver (>= 580 for
 #     CUDA 13) comes from outside, injected by the NVIDIA Container Toolkit.
 # On a host without a GPU the same image runs on onnxruntime's CPU provider.
+#
+# No `# syntax=` line, on purpose: it makes BuildKit pull a frontend image from Docker Hub, which
+# an air-gapped build host cannot reach; the engine's built-in frontend handles all of this file
+# (COPY --chmod included). The only things fetched are PYTHON_IMAGE and the Python packages
+# (`make image-test` builds it with a local base image and no registry at all).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -42,6 +45,10 @@ ENV HOME=/data/home \
     EFFICIENTNET_MODEL_DIR=/data/models \
     EFFICIENTNET_WEIGHTS_CACHE=/data/cache/weights \
     BAKED_MODEL_DIR=/opt/efficientnet/models
+# onnxruntime's telemetry (on by default in its Linux builds since 1.29) stays off in every stage:
+# the exporter's verification session and the server's (service/telemetry.py sets the same).
+ENV ORT_DISABLE_TELEMETRY=1 \
+    ORT_TELEMETRY_DISABLED=1
 
 
 FROM base AS export
@@ -104,6 +111,7 @@ ENV LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
+# The probe's default URL is /readyz on EFFICIENTNET_PORT (8000), the port the entrypoint binds.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-    CMD ["efficientnet-healthcheck", "http://127.0.0.1:8000/readyz"]
+    CMD ["efficientnet-healthcheck"]
 ENTRYPOINT ["efficientnet-entrypoint"]

@@ -59,12 +59,31 @@ def test_runtime_runs_as_a_numeric_non_root_user() -> None:
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
 
 
-def test_runtime_health_check_polls_readyz() -> None:
+def test_runtime_health_check_polls_readyz_on_the_served_port() -> None:
     (check,) = BY_NAME["runtime"].args_of("HEALTHCHECK")
-    assert "CMD" in check and "/readyz" in check
-    probe = json.loads(check.split("CMD", 1)[1])[0]
+    assert "CMD" in check
+    (probe,) = json.loads(check.split("CMD", 1)[1])  # no URL: the probe's default applies
     copied = " ".join(BY_NAME["runtime"].args_of("COPY"))
     assert f"docker/healthcheck.py /usr/local/bin/{probe}" in copied
+    # That default is /readyz on EFFICIENTNET_PORT, the port docker/entrypoint.sh binds, so a
+    # host-network container on another port (make image-test) is probed where it listens.
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert '--port "${EFFICIENTNET_PORT:-8000}"' in entrypoint
+    for port in (None, "18123"):
+        assert _probe_default_url(port) == f"http://127.0.0.1:{port or 8000}/readyz"
+
+
+def _probe_default_url(port: str | None) -> str:
+    env = clean_env()
+    env.pop("EFFICIENTNET_PORT", None)
+    if port:
+        env["EFFICIENTNET_PORT"] = port
+    code = f"import runpy; print(runpy.run_path({str(ROOT / 'docker' / 'healthcheck.py')!r})"
+    code += "['DEFAULT_URL'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 def test_no_torch_in_the_serving_stages() -> None:
@@ -177,3 +196,12 @@ def test_runtime_install_resolves_without_torch(tmp_path: Path) -> None:
     assert installed["nvidia-cuda-runtime"].startswith("13.")
     assert installed["nvidia-cudnn-cu13"].startswith("9.")
     assert {"fastapi", "uvicorn", "pillow", "efficientnet-service"} <= installed.keys()
+
+
+def test_onnxruntime_telemetry_is_off_in_every_image() -> None:
+    """The images carry the opt-out service/telemetry.py sets, for any process they run."""
+    from service.telemetry import OPT_OUT_ENV
+
+    for name in ("export", "runtime"):
+        env = _env(BY_NAME[name])
+        assert {k: env.get(k) for k in OPT_OUT_ENV} == OPT_OUT_ENV, name
