@@ -177,10 +177,16 @@ def ensure_engine() -> None:
         print(f"image-test: engine {server}, compose {compose}")
 
 
+def image_exists(tag: str) -> bool:
+    """By exit code: a missing image still prints `[]` on stdout."""
+    done = subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def ensure_base_image() -> None:
     """Python 3.11 on Debian bookworm, from debootstrap: no registry is reachable here."""
     with step("base image"):
-        if run([DOCKER, "image", "inspect", BASE_IMAGE], check=False, merge=True).startswith("["):
+        if image_exists(BASE_IMAGE):
             print(f"image-test: base image {BASE_IMAGE} present")
             return
         print(f"image-test: making {BASE_IMAGE} with debootstrap (~1-2 min)")
