@@ -123,3 +123,23 @@ class BodyTimeout(ServiceError):
 class InferenceFailed(ServiceError):
     status_code = 500
     code = "inference_failed"
+
+
+class BodyTooSlow(BodyTimeout):
+    """The body arrives slower than EFFICIENTNET_MIN_BODY_RATE after the grace period (408)."""
+
+    code = "body_too_slow"
+
+
+class TooManyImages(ServiceError):
+    """More images in one request than the pipeline can ever hold at once (413, not "retry")."""
+
+    status_code = 413
+    code = "too_many_images"
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away before its answer: nginx's 499, never a 5xx (no one reads it)."""
+
+    status_code = 499
+    code = "client_closed_request"

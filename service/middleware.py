@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import CLOSE, BodyTimeout, PayloadTooLarge, ServiceError
+from .errors import CLOSE, BodyTimeout, BodyTooSlow, PayloadTooLarge, ServiceError
 from .metrics import Metrics
 from .responses import service_error_response
 
@@ -23,8 +24,21 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# How often a body that has stalled is checked against the minimum rate.
+RATE_CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class BodyRate:
+    """A body must average ``min_bytes_s`` once ``grace_s`` have passed (0: no minimum)."""
+
+    min_bytes_s: float = 0.0
+    grace_s: float = 0.0
+
+
 class _BodyGuard:
-    """Wraps receive/send for one request: counts body bytes and bounds the time to read them."""
+    """Wraps receive/send for one request: counts body bytes and bounds the time to read them
+    (in all: the request timeout; and in rate: ``BodyRate``, so a trickle is refused early)."""
 
     def __init__(
         self,
@@ -33,7 +47,10 @@ class _BodyGuard:
         max_bytes: int,
         timeout_s: float,
         on_error: Callable[[ServiceError], None],
+        rate: BodyRate,
     ) -> None:
+        self._rate = rate
+        self._started = 0.0
         self._on_error = on_error
         self._receive = receive
         self._send = send
@@ -53,14 +70,9 @@ class _BodyGuard:
             return await self._receive()
         loop = asyncio.get_running_loop()
         if self._deadline is None:
-            self._deadline = loop.time() + self._timeout_s
-        try:
-            message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
-        except asyncio.TimeoutError:
-            self.failure = BodyTimeout(
-                f"request body not received within {self._timeout_s:g} s", headers=CLOSE
-            )
-            raise self.failure from None
+            self._started = loop.time()
+            self._deadline = self._started + self._timeout_s
+        message = await self._next_message(loop)
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             self._body_done = not message.get("more_body", False)
@@ -69,7 +81,41 @@ class _BodyGuard:
                     f"request body over the limit of {self._max_bytes} bytes", headers=CLOSE
                 )
                 raise self.failure
+            if not self._body_done:
+                self._check_rate(loop.time())
         return message
+
+    async def _next_message(self, loop: asyncio.AbstractEventLoop) -> Message:
+        """The next message, or 408 once the deadline passes or the body falls below the rate."""
+        assert self._deadline is not None
+        while True:
+            wait = self._deadline - loop.time()
+            if self._rate.min_bytes_s > 0:
+                wait = min(wait, RATE_CHECK_S)
+            try:
+                # A cancelled uvicorn receive() loses nothing: the body stays buffered.
+                return await asyncio.wait_for(self._receive(), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                now = loop.time()
+                if now >= self._deadline:
+                    self.failure = BodyTimeout(
+                        f"request body not received within {self._timeout_s:g} s", headers=CLOSE
+                    )
+                    raise self.failure from None
+                self._check_rate(now)
+
+    def _check_rate(self, now: float) -> None:
+        elapsed = now - self._started
+        rate = self._rate
+        if rate.min_bytes_s <= 0 or elapsed <= rate.grace_s:
+            return
+        if self._received < rate.min_bytes_s * elapsed:
+            self.failure = BodyTooSlow(
+                f"request body arriving at {self._received / elapsed:.0f} bytes/s, under the "
+                f"minimum of {rate.min_bytes_s:g} bytes/s (after {rate.grace_s:g} s)",
+                headers=CLOSE,
+            )
+            raise self.failure
 
     async def send(self, message: Message) -> None:
         if self._swallow:
@@ -98,9 +144,15 @@ class BodyLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, body_timeout_s: float, metrics: Metrics | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout_s: float,
+        metrics: Metrics | None = None,
+        rate: BodyRate | None = None,
     ) -> None:
         self.app = app
+        self.rate = rate or BodyRate()
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
         self.metrics = metrics
@@ -118,7 +170,9 @@ class BodyLimitMiddleware:
             self._count(error)
             await service_error_response(error)(scope, receive, send)
             return
-        guard = _BodyGuard(receive, send, self.max_bytes, self.body_timeout_s, self._count)
+        guard = _BodyGuard(
+            receive, send, self.max_bytes, self.body_timeout_s, self._count, self.rate
+        )
         try:
             await self.app(scope, guard.receive, guard.send)
         except (PayloadTooLarge, BodyTimeout) as exc:  # escaped the app unhandled

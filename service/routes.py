@@ -98,8 +98,10 @@ async def classify(
     request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
-    with runtime.admission.admit():  # refuses (503) before reading the body when full
-        data = await _read_single_upload(request)
+    runtime.admission.check()  # full: 503 before reading the body
+    data = await _read_single_upload(request)
+    # The slot is taken only now: a client trickling its body holds none (service/admission.py).
+    with runtime.admission.admit():
         return await classify_image_bytes(runtime, data, top_k)
 
 
@@ -128,25 +130,32 @@ async def classify_batch(
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
-    # One slot at the door (refused before reading the body), one per file once they are known.
-    with runtime.admission.admit() as ticket:
-        async with request.form(max_files=limit, max_fields=8) as form:
-            uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
-            if not uploads:
-                raise BadRequest("multipart upload needs at least one file in the field 'file'")
-            ticket.grow_to(len(uploads))
+    runtime.admission.check()  # full: 503 before reading the body
+    async with request.form(max_files=limit, max_fields=8) as form:
+        uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+        if not uploads:
+            raise BadRequest("multipart upload needs at least one file in the field 'file'")
+        # One slot per file, taken once the body is complete (413 past the capacity).
+        with runtime.admission.admit(len(uploads)):
             # All files at once: they preprocess in parallel and ride the same batches.
             items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 
-@router.get("/healthz", response_model=HealthResponse, summary="Process is alive")
+# Public (no API key), so probes and load balancers need no secret: the two health routes here
+# and /v2/health/*, plus the static page and the API description (/, /docs, /openapi.json).
+# Everything that says anything about the model or the server needs the key when it is set.
+# HEAD as well as GET: some probes and monitors send HEAD.
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], response_model=HealthResponse, summary="Process is alive"
+)
 async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     response_model=ReadyResponse,
     summary="Model loaded and warmed up",
     responses={503: {"model": ReadyResponse, "description": "not ready (yet)"}},
@@ -185,8 +194,7 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
             inference_workers=policy.workers,
             max_queue=settings.max_queue,
         ),
-        model_sha256=session.sha256,
-        model_path=str(session.path),
+        model_sha256=session.sha256,  # the model's identity; its path on the server is not shown
         label_count=len(meta.labels),
         weights=meta.weights,
         precision=meta.precision,

@@ -132,7 +132,6 @@ class MetadataResponse(BaseModel):
     provider: str = Field(description="the provider that runs the model")
     batching: BatchingInfo
     model_sha256: str
-    model_path: str
     label_count: int
     weights: WeightsInfo
     precision: str
