@@ -388,8 +388,9 @@ def _is_ready(request: Request) -> bool:
     return runtime is not None and runtime.ready
 
 
-# /v2/health/* are public, like /healthz and /readyz (probes need no secret); the rest needs
-# the API key when one is set: server metadata, model readiness (its 404 names the model).
+# Public (no API key), like /healthz and /readyz: the probes and discovery routes (health,
+# server metadata, model readiness), as in Triton and KServe; they show nothing /readyz does
+# not (the served model's name). Model metadata and inference need the key when it is set.
 @router.api_route("/health/live", methods=["GET", "HEAD"], summary="The server process is up")
 async def live() -> Response:
     return _json({"live": True})
@@ -409,7 +410,7 @@ async def ready(request: Request) -> Response:
     return _json({"ready": is_ready}, 200 if is_ready else 503)
 
 
-@router.get("", summary="Server metadata", dependencies=PROTECTED, responses=_oip_errors(401))
+@router.api_route("", methods=["GET", "HEAD"], summary="Server metadata")
 async def server_metadata() -> Response:
     return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
@@ -417,18 +418,13 @@ async def server_metadata() -> Response:
 @router.get(
     "/models/{model_name}/ready",
     summary="Model readiness (503 until ready)",
-    dependencies=PROTECTED,
     responses={
         200: {"model": OipModelReady, "description": "ready"},
-        **_oip_errors(401, 404),
+        **_oip_errors(404),
         503: {"model": OipModelReady, "description": "not ready (yet)"},
     },
 )
-@router.get(
-    "/models/{model_name}/versions/{model_version}/ready",
-    include_in_schema=False,
-    dependencies=PROTECTED,
-)
+@router.get("/models/{model_name}/versions/{model_version}/ready", include_in_schema=False)
 async def model_ready(
     request: Request, model_name: str, model_version: str | None = None
 ) -> Response:

@@ -142,10 +142,9 @@ async def classify_batch(
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 
-# Public (no API key), so probes and load balancers need no secret: the two health routes here
-# and /v2/health/*, plus the static page and the API description (/, /docs, /openapi.json).
-# Everything that says anything about the model or the server needs the key when it is set.
-# HEAD as well as GET: some probes and monitors send HEAD.
+# Public (no API key), so probes and load balancers need no secret: these two, the /v2 probes
+# and discovery routes (service/oip.py), the page and the API description (/, /docs,
+# /openapi.json); docs/api.md lists them. HEAD as well as GET: some monitors send HEAD.
 @router.api_route(
     "/healthz", methods=["GET", "HEAD"], response_model=HealthResponse, summary="Process is alive"
 )

@@ -49,6 +49,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import httptools
@@ -130,9 +131,8 @@ class _LingeringTransport:
 def _json_response(status: int, code: str, message: str) -> bytes:
     """A complete HTTP/1.1 answer in the service's error shape, written before any app runs."""
     body = orjson.dumps({"error": {"code": code, "message": message}})
-    reason = {414: "URI Too Long", 431: "Request Header Fields Too Large"}[status]
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -231,20 +231,16 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         elif len(view) <= budget:
             n = len(view)
         else:
-            self._refuse_head(window)
+            self._refuse_head()
             return None
         self._head_bytes += n
         self._head_tail = b"" if end >= 0 else window[-3:]
         return n
 
-    def _refuse_head(self, head: bytes) -> None:
+    def _refuse_head(self) -> None:
         limit = self.limits.max_header_bytes
-        if b"\r\n" not in head.lstrip(b"\r\n"):
-            message = f"request line over the limit of {limit} bytes"
-            self._refuse(_json_response(414, "uri_too_long", message))
-        else:
-            message = f"request headers over the limit of {limit} bytes in all"
-            self._refuse(_json_response(431, "headers_too_large", message))
+        message = f"request line and headers over the limit of {limit} bytes in all"
+        self._refuse(_json_response(431, "headers_too_large", message))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
