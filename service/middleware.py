@@ -24,8 +24,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-# How often a body that has stalled is checked against the minimum rate.
+# How often a body that has stalled is checked against the minimum rate (and for eviction).
 RATE_CHECK_S = 1.0
+BODY_PROGRESS = "efficientnet.body_progress"  # the scope key of a request's body guard
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,14 @@ class _BodyGuard:
         rate: BodyRate,
     ) -> None:
         self._rate = rate
-        self._started = 0.0
+        self.started = asyncio.get_running_loop().time()
         self._on_error = on_error
         self._receive = receive
         self._send = send
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._deadline: float | None = None
-        self._received = 0
+        self.received = 0
         self._body_done = False
         self.failure: ServiceError | None = None
         self.response_started = False
@@ -70,13 +71,12 @@ class _BodyGuard:
             return await self._receive()
         loop = asyncio.get_running_loop()
         if self._deadline is None:
-            self._started = loop.time()
-            self._deadline = self._started + self._timeout_s
+            self._deadline = loop.time() + self._timeout_s
         message = await self._next_message(loop)
         if message["type"] == "http.request":
-            self._received += len(message.get("body", b""))
+            self.received += len(message.get("body", b""))
             self._body_done = not message.get("more_body", False)
-            if self._received > self._max_bytes:
+            if self.received > self._max_bytes:
                 self.failure = PayloadTooLarge(
                     f"request body over the limit of {self._max_bytes} bytes", headers=CLOSE
                 )
@@ -89,9 +89,9 @@ class _BodyGuard:
         """The next message, or 408 once the deadline passes or the body falls below the rate."""
         assert self._deadline is not None
         while True:
-            wait = self._deadline - loop.time()
-            if self._rate.min_bytes_s > 0:
-                wait = min(wait, RATE_CHECK_S)
+            if self.failure is not None:  # evicted (service/admission.py)
+                raise self.failure
+            wait = min(self._deadline - loop.time(), RATE_CHECK_S)
             try:
                 # A cancelled uvicorn receive() loses nothing: the body stays buffered.
                 return await asyncio.wait_for(self._receive(), max(wait, 0.0))
@@ -104,14 +104,18 @@ class _BodyGuard:
                     raise self.failure from None
                 self._check_rate(now)
 
+    def evict(self, message: str) -> None:
+        """Admission gave this request's place to another: 408 at its next wake-up."""
+        self.failure = BodyTooSlow(message, headers=CLOSE)
+
     def _check_rate(self, now: float) -> None:
-        elapsed = now - self._started
+        elapsed = now - self.started
         rate = self._rate
         if rate.min_bytes_s <= 0 or elapsed <= rate.grace_s:
             return
-        if self._received < rate.min_bytes_s * elapsed:
+        if self.received < rate.min_bytes_s * elapsed:
             self.failure = BodyTooSlow(
-                f"request body arriving at {self._received / elapsed:.0f} bytes/s, under the "
+                f"request body arriving at {self.received / elapsed:.0f} bytes/s, under the "
                 f"minimum of {rate.min_bytes_s:g} bytes/s (after {rate.grace_s:g} s)",
                 headers=CLOSE,
             )
@@ -173,6 +177,7 @@ class BodyLimitMiddleware:
         guard = _BodyGuard(
             receive, send, self.max_bytes, self.body_timeout_s, self._count, self.rate
         )
+        scope[BODY_PROGRESS] = guard  # for admission control (service/admission.py)
         try:
             await self.app(scope, guard.receive, guard.send)
         except (PayloadTooLarge, BodyTimeout) as exc:  # escaped the app unhandled

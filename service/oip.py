@@ -55,7 +55,7 @@ from starlette.responses import Response
 from . import __version__
 from .admission import Ticket
 from .classify import preprocess_bytes, within_timeout
-from .dependencies import current_runtime, get_runtime, require_api_key
+from .dependencies import body_progress, current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .oip_wire import (
     HEADER_LENGTH,
@@ -391,14 +391,15 @@ def _is_ready(request: Request) -> bool:
 # Public (no API key), like /healthz and /readyz: the probes and discovery routes (health,
 # server metadata, model readiness), as in Triton and KServe; they show nothing /readyz does
 # not (the served model's name). Model metadata and inference need the key when it is set.
-@router.api_route("/health/live", methods=["GET", "HEAD"], summary="The server process is up")
+@router.get("/health/live", summary="The server process is up")
+@router.head("/health/live", include_in_schema=False)
 async def live() -> Response:
     return _json({"live": True})
 
 
-@router.api_route(
+@router.head("/health/ready", include_in_schema=False)
+@router.get(
     "/health/ready",
-    methods=["GET", "HEAD"],
     summary="The model is loaded and warmed up (503 until then)",
     responses={
         200: {"model": OipReady, "description": "ready"},
@@ -410,7 +411,7 @@ async def ready(request: Request) -> Response:
     return _json({"ready": is_ready}, 200 if is_ready else 503)
 
 
-@router.api_route("", methods=["GET", "HEAD"], summary="Server metadata")
+@router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
     return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
@@ -505,10 +506,10 @@ async def infer(
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send it plain")
-    # A full pipeline refuses at once, before the body is read; the slots themselves are taken
-    # only once the body is complete, so a client trickling its body holds none.
-    runtime.admission.check()
-    body = await request.body()
+    # No room: 503 at once, before the body is read; the slots themselves are taken only once
+    # the body is complete, so a client trickling its body holds none (service/admission.py).
+    with runtime.admission.reading(body_progress(request)):
+        body = await request.body()
     classes = len(runtime.session.metadata.labels)
     header_length = request.headers.get(HEADER_LENGTH)
     if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall every other request

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from .classify import classify_image_bytes
-from .dependencies import current_runtime, get_runtime, require_api_key
+from .dependencies import body_progress, current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
 from .schemas import (
@@ -98,9 +98,10 @@ async def classify(
     request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
-    runtime.admission.check()  # full: 503 before reading the body
-    data = await _read_single_upload(request)
-    # The slot is taken only now: a client trickling its body holds none (service/admission.py).
+    # 503 before reading the body when there is no room; the slot itself is taken only once
+    # the body is complete, so a client trickling its body holds none (service/admission.py).
+    with runtime.admission.reading(body_progress(request)):
+        data = await _read_single_upload(request)
     with runtime.admission.admit():
         return await classify_image_bytes(runtime, data, top_k)
 
@@ -130,8 +131,9 @@ async def classify_batch(
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
-    runtime.admission.check()  # full: 503 before reading the body
-    async with request.form(max_files=limit, max_fields=8) as form:
+    with runtime.admission.reading(body_progress(request)):  # 503 when there is no room
+        await request.form(max_files=limit, max_fields=8)  # the whole body, parsed
+    async with request.form(max_files=limit, max_fields=8) as form:  # the same form, closed after
         uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
         if not uploads:
             raise BadRequest("multipart upload needs at least one file in the field 'file'")
@@ -145,16 +147,15 @@ async def classify_batch(
 # Public (no API key), so probes and load balancers need no secret: these two, the /v2 probes
 # and discovery routes (service/oip.py), the page and the API description (/, /docs,
 # /openapi.json); docs/api.md lists them. HEAD as well as GET: some monitors send HEAD.
-@router.api_route(
-    "/healthz", methods=["GET", "HEAD"], response_model=HealthResponse, summary="Process is alive"
-)
+@router.get("/healthz", response_model=HealthResponse, summary="Process is alive")
+@router.head("/healthz", include_in_schema=False)  # not in the schema: one operation per route
 async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.api_route(
+@router.head("/readyz", include_in_schema=False)
+@router.get(
     "/readyz",
-    methods=["GET", "HEAD"],
     response_model=ReadyResponse,
     summary="Model loaded and warmed up",
     responses={503: {"model": ReadyResponse, "description": "not ready (yet)"}},

@@ -103,9 +103,11 @@ class _QuietLogger:
             self._last[msg] = (last, suppressed + 1)
             return
         self._last[msg] = (now, 0)
-        if suppressed:
-            msg = f"{msg} ({suppressed} more in the last {now - last:.0f} s, not logged)"
-        self._logger.warning(msg, *args, **kwargs)
+        text = msg % args if args else msg
+        more = (
+            f" ({suppressed} more in the last {now - last:.0f} s, not logged)" if suppressed else ""
+        )
+        self._logger.warning("%s%s", text, more, **kwargs)
 
 
 class _LingeringTransport:
@@ -301,9 +303,10 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             self.loop.call_soon(self._feed_held)
 
     def _feed_held(self) -> None:
-        if self._waiting() or self.lingering or self._raw_transport.is_closing():
+        if not self._held or self._waiting() or self.lingering or self._raw_transport.is_closing():
             return
         held, self._held = self._held, bytearray()
+        self._unset_keepalive_if_required()  # a request is coming: no keep-alive close
         self.flow.resume_reading()
         self._feed(memoryview(held))
         answering = self._busy() and not self.cycle.more_body

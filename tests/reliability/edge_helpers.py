@@ -56,29 +56,40 @@ class Answer:
     body: bytes
 
 
+class AnswerReader:
+    """Responses (Content-Length framed) from ``sock`` in order, pipelined ones included."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self, timeout_s: float) -> Answer:
+        """The next response; AssertionError if none comes in time."""
+        self.sock.settimeout(timeout_s)
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            rest += self._recv()
+        self.buffer = rest[length:]
+        return Answer(int(lines[0].split()[1]), headers, rest[:length])
+
+    def _recv(self) -> bytes:
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError("no answer in time") from None
+        if not chunk:
+            raise AssertionError("connection closed without an answer")
+        return chunk
+
+
 def read_answer(sock: socket.socket, timeout_s: float) -> Answer:
-    """One response (Content-Length framed) from ``sock``; AssertionError if none comes."""
-    sock.settimeout(timeout_s)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += _recv(sock)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        rest += _recv(sock)
-    return Answer(int(lines[0].split()[1]), headers, rest[:length])
-
-
-def _recv(sock: socket.socket) -> bytes:
-    try:
-        chunk = sock.recv(65536)
-    except TimeoutError:
-        raise AssertionError("no answer in time") from None
-    if not chunk:
-        raise AssertionError("connection closed without an answer")
-    return chunk
+    """One response from ``sock`` (a connection that sent one request)."""
+    return AnswerReader(sock).next(timeout_s)
 
 
 @dataclass

@@ -107,6 +107,10 @@ def test_a_body_of_200000_inputs_neither_stalls_the_server_nor_echoes(served: Se
     finally:
         stop.set()
         prober.join()
+    print(
+        f"\n200,000 inputs: {response.status_code} after {took:.2f} s, /healthz max "
+        f"{max(latencies):.2f} s, message {len(response.text)} bytes"
+    )
     message = _assert_oip_error(response, 400)
     assert "200000 tensors; at most 8" in message, message
     assert took < PROMPT_S, f"refused after {took:.1f} s"
