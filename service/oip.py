@@ -391,8 +391,8 @@ def _is_ready(request: Request) -> bool:
 # Public (no API key), like /healthz and /readyz: the probes and discovery routes (health,
 # server metadata, model readiness), as in Triton and KServe; they show nothing /readyz does
 # not (the served model's name). Model metadata and inference need the key when it is set.
+@router.head("/health/live", include_in_schema=False)  # after GET: see routes.py's /healthz
 @router.get("/health/live", summary="The server process is up")
-@router.head("/health/live", include_in_schema=False)
 async def live() -> Response:
     return _json({"live": True})
 

@@ -147,8 +147,10 @@ async def classify_batch(
 # Public (no API key), so probes and load balancers need no secret: these two, the /v2 probes
 # and discovery routes (service/oip.py), the page and the API description (/, /docs,
 # /openapi.json); docs/api.md lists them. HEAD as well as GET: some monitors send HEAD.
+# The HEAD route is registered after the GET one (decorators apply bottom-up): a 405 for another
+# method then names the GET route's methods, as the schema does; it stays out of the schema.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", response_model=HealthResponse, summary="Process is alive")
-@router.head("/healthz", include_in_schema=False)  # not in the schema: one operation per route
 async def healthz() -> HealthResponse:
     return HealthResponse()
 
