@@ -14,13 +14,30 @@ from typing import TypeVar
 import numpy as np
 
 from .batcher import BatchTiming
-from .errors import RequestTimeout
+from .errors import RequestTimeout, ServiceError
 from .preprocess import preprocess
 from .ranking import softmax, top_k
 from .runtime import Runtime
 from .schemas import ClassifyResponse, Prediction, Timing
 
 T = TypeVar("T")
+
+DEFAULT_TOP_K = 5
+
+
+def resolve_top_k(requested: int | None, classes: int) -> int:
+    """The ``top_k`` to answer with: 5 by default, or every class of a smaller model; a request
+    for more than the model has is refused (422, naming the bound), never silently cut."""
+    if requested is None:
+        return min(DEFAULT_TOP_K, classes)
+    if requested > classes:
+        raise ServiceError(
+            f"query.top_k: this model has {classes} classes, so top_k must be from 1 to "
+            f"{classes}; got {requested}",
+            status_code=422,
+            code="invalid_request",
+        )
+    return requested
 
 
 async def preprocess_bytes(runtime: Runtime, data: bytes) -> np.ndarray:

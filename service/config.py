@@ -12,9 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import StartupError
 
-Variant = Literal[
-    "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite0", "lite1", "lite2", "lite3", "lite4"
-]
+# The service keeps no list of variants (that table is model_export/variants.py): a model file
+# says which it holds, and EFFICIENTNET_VARIANT only picks a file in EFFICIENTNET_MODEL_DIR or
+# cross-checks the one EFFICIENTNET_MODEL_PATH names.
+VARIANT_PATTERN = r"^[a-z0-9_]+$"
+DEFAULT_VARIANT = "lite0"
 Device = Literal["auto", "cuda", "cpu"]
 ENV_PREFIX = "EFFICIENTNET_"
 MiB = 1024 * 1024
@@ -44,7 +46,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    variant: Variant = "lite0"
+    # None: read from the file given by model_path, else DEFAULT_VARIANT (see expected_variant).
+    variant: str | None = Field(default=None, pattern=VARIANT_PATTERN)
     model_dir: Path = Path("models")
     model_path: Path | None = None
     device: Device = "auto"
@@ -84,15 +87,24 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("api_key", "model_path", mode="before")
+    @field_validator("api_key", "model_path", "variant", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `EFFICIENTNET_API_KEY=` in a compose file means "no key", not "the empty key".
         return None if value == "" else value
 
     @property
+    def expected_variant(self) -> str | None:
+        """The variant the model file must hold; None: whatever the file named by
+        EFFICIENTNET_MODEL_PATH holds (EFFICIENTNET_VARIANT is then only a cross-check)."""
+        if self.variant is not None:
+            return self.variant
+        return None if self.model_path is not None else DEFAULT_VARIANT
+
+    @property
     def resolved_model_path(self) -> Path:
-        return self.model_path or self.model_dir / f"efficientnet_{self.variant}.onnx"
+        variant = self.variant or DEFAULT_VARIANT
+        return self.model_path or self.model_dir / f"efficientnet_{variant}.onnx"
 
     def batch_policy(self, provider: str) -> BatchPolicy:
         cpu = provider == "CPUExecutionProvider"

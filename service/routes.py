@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from .classify import classify_image_bytes
+from .classify import classify_image_bytes, resolve_top_k
 from .dependencies import body_progress, current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
@@ -37,7 +37,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         408: "the request body was not received within the request timeout",
         413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES or image over EFFICIENTNET_MAX_IMAGE_PIXELS",
         415: "not an image, or an unsupported format or content type",
-        422: "invalid parameter (e.g. top_k outside 1..1000)",
+        422: "invalid parameter (e.g. top_k outside 1..the model's class count)",
         503: "model not ready, or queue full (with Retry-After)",
         504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
     }
@@ -65,7 +65,15 @@ def _batch_upload_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
+# The upper bound is the served model's class count, checked by resolve_top_k (422).
+TopK = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        description="how many classes to return: 1 to the model's class count (`label_count` in "
+        "/metadata); default 5, or every class of a model with fewer",
+    ),
+]
 
 router = APIRouter()
 protected = APIRouter(dependencies=[Depends(require_api_key)])
@@ -95,15 +103,16 @@ async def _read_single_upload(request: Request) -> bytes:
     responses=_errors(400, 401, 408, 413, 415, 422, 503, 504),
 )
 async def classify(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = None
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
+    k = resolve_top_k(top_k, runtime.session.classes)
     # 503 before reading the body when there is no room; the slot itself is taken only once
     # the body is complete, so a client trickling its body holds none (service/admission.py).
     with runtime.admission.reading(body_progress(request)):
         data = await _read_single_upload(request)
     with runtime.admission.admit():
-        return await classify_image_bytes(runtime, data, top_k)
+        return await classify_image_bytes(runtime, data, k)
 
 
 async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchItem:
@@ -124,9 +133,10 @@ async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchIt
     responses=_errors(400, 401, 408, 413, 415, 422, 503),
 )
 async def classify_batch(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = None
 ) -> BatchResponse:
     """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
+    k = resolve_top_k(top_k, runtime.session.classes)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
@@ -140,7 +150,7 @@ async def classify_batch(
         # One slot per file, taken once the body is complete (413 past the capacity).
         with runtime.admission.admit(len(uploads)):
             # All files at once: they preprocess in parallel and ride the same batches.
-            items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
+            items = await asyncio.gather(*(_classify_one(runtime, u, k) for u in uploads))
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 
@@ -184,6 +194,7 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
     session, settings, policy = runtime.session, runtime.settings, runtime.batch_policy
     meta = session.metadata
     return MetadataResponse(
+        name=meta.model_name,
         variant=meta.variant,
         family=meta.family,
         resolution=meta.preprocessing.crop_size,
@@ -197,9 +208,10 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
             max_queue=settings.max_queue,
         ),
         model_sha256=session.sha256,  # the model's identity; its path on the server is not shown
-        label_count=len(meta.labels),
+        label_count=session.classes,
         weights=meta.weights,
         precision=meta.precision,
+        verification=meta.verification,
         onnxruntime_version=ort.__version__,
         limits={
             "max_upload_bytes": settings.max_upload_bytes,
