@@ -10,7 +10,8 @@ declaring a megabyte and sending a byte a second) would otherwise hold a slot fo
 request timeout, and a few hundred of them locked every honest client out. While its body is
 read a request is a *reader* (``reading()``): readers count against the room left, so a burst
 is still refused at the door before its bodies are read, but a reader that has fallen behind
-(under ``FAST_BYTES_S`` after ``EVICT_AFTER_S``) gives its place to a newcomer: it gets 408, the
+(under ``FAST_BYTES_S`` after ``EVICT_AFTER_S``, with none of its body waiting in the server's
+buffer: the client is slow, not the event loop) gives its place to a newcomer: it gets 408, the
 newcomer is read. A trickler therefore never keeps an honest client out. A request for more
 images than the capacity can never be admitted: 413 with the limit, not a 503 "retry".
 
@@ -31,7 +32,7 @@ from .errors import CLOSE, QueueFull, TooManyImages
 # A reader may be evicted for a newcomer once it has been reading this long at under this rate
 # (an honest upload on loopback or a LAN arrives at megabytes per second).
 EVICT_AFTER_S = 0.5
-FAST_BYTES_S = 64 * 1024
+FAST_BYTES_S = 16 * 1024
 
 
 class BodyProgress(Protocol):
@@ -39,6 +40,8 @@ class BodyProgress(Protocol):
 
     started: float  # event-loop time
     received: int
+
+    def data_waiting(self) -> bool | None: ...
 
     def evict(self, message: str) -> None: ...
 
@@ -86,6 +89,7 @@ class Admission:
             if b is not None
             and now - b.started >= EVICT_AFTER_S
             and b.received < FAST_BYTES_S * (now - b.started)
+            and b.data_waiting() is False
         ]
         if not behind:
             return False

@@ -52,6 +52,10 @@ class _BodyGuard:
     ) -> None:
         self._rate = rate
         self.started = asyncio.get_running_loop().time()
+        # uvicorn's receive is its RequestResponseCycle's bound method; the cycle's buffer says
+        # whether body bytes are waiting to be read (a client that is merely behind in a busy
+        # event loop) or none have come (a client that is slow). Other servers: unknown.
+        self._server_cycle = getattr(receive, "__self__", None)
         self._on_error = on_error
         self._receive = receive
         self._send = send
@@ -103,6 +107,14 @@ class _BodyGuard:
                     )
                     raise self.failure from None
                 self._check_rate(now)
+
+    def data_waiting(self) -> bool | None:
+        """Body bytes have reached the server and wait to be read (None: cannot tell)."""
+        cycle = self._server_cycle
+        try:
+            return bool(cycle.body) or cycle.message_event.is_set() or not cycle.more_body
+        except AttributeError:  # not uvicorn's cycle
+            return None
 
     def evict(self, message: str) -> None:
         """Admission gave this request's place to another: 408 at its next wake-up."""
