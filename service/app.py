@@ -22,6 +22,7 @@ import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import __version__, oip, page, routes
@@ -29,9 +30,9 @@ from .admission import Admission
 from .batcher import Batcher
 from .config import MiB, Settings, load_settings
 from .decoding import DecodeLimits, Decoder
-from .errors import ServiceError, StartupError
+from .errors import ClientClosedRequest, ServiceError, StartupError
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .middleware import BodyLimitMiddleware, BodyRate, RequestMetricsMiddleware
 from .preprocess import configure_pillow
 from .responses import error_response, service_error_response
 from .runtime import Runtime
@@ -161,8 +162,19 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    if oip.speaks_oip(request.url.path):  # no /v2 route matched (404/405): the protocol's shape
+        return oip.oip_error(request, exc.status_code, code, str(exc.detail), exc.headers)
     _count(request, code)
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-request: its doing, not ours. One line, counted as 499."""
+    assert isinstance(exc, ClientDisconnect)
+    error = ClientClosedRequest("client closed the connection before the answer")
+    log.info("%s %s: %s (499)", request.method, request.url.path, error.message)
+    _count(request, error.code)
+    return service_error_response(error)  # nobody reads it; its status goes to the metrics
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -195,6 +207,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app.state.preloaded_session = session
     handlers: dict[Any, Any] = {
         ServiceError: _service_error,
+        ClientDisconnect: _client_disconnect,
         StarletteHTTPException: _http_error,
         RequestValidationError: _validation_error,
         Exception: _unexpected_error,
@@ -210,6 +223,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
         max_bytes=settings.max_upload_bytes,
         body_timeout_s=settings.request_timeout_s,
         metrics=app.state.metrics,
+        rate=BodyRate(settings.min_body_rate, settings.body_rate_grace_s),
     )
     if settings.api_key is None:
         app.openapi = lambda: _optional_auth(FastAPI.openapi(app))  # type: ignore[method-assign]

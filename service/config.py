@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     # Open connections + requests in progress (python -m service only; uvicorn's
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    # The protocol edge (python -m service only; service/server.py): request line + headers
+    # (431 past either), and the lingering close after an early answer (413 before the body).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * MiB)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    linger_s: float = Field(default=10.0, ge=0, le=600)
+    linger_bytes: int = Field(default=64 * MiB, ge=0)
+    # Slow bodies (Kestrel's MinRequestBodyDataRate): after the grace period a body must have
+    # come at this average rate (bytes/s) or the request gets 408. 0 disables the check.
+    min_body_rate: float = Field(default=240.0, ge=0)
+    body_rate_grace_s: float = Field(default=5.0, ge=0, le=3600)
 
     # Decoding (service/decoding.py): one worker process per preprocessing thread, each decode
     # killed past decode_timeout_s (a 50 MP PNG takes ~4 s on the 2-core CI machine); all
