@@ -115,9 +115,8 @@ def test_install_commands_are_the_pyproject_extras_ci_installs() -> None:
 
 
 def test_export_stage_builds_the_services_default_variant() -> None:
-    from service.config import Settings
+    from service.config import DEFAULT_VARIANT as default
 
-    default = Settings.model_fields["variant"].default
     assert arg_defaults(BY_NAME["export"])["VARIANT"] == default
     assert arg_defaults(BY_NAME["runtime"])["VARIANT"] == default
     runs = " ".join(BY_NAME["export"].args_of("RUN"))
