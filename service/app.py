@@ -227,9 +227,19 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     )
     if settings.api_key is None:
         app.openapi = lambda: _optional_auth(FastAPI.openapi(app))  # type: ignore[method-assign]
-    known = [r.path for r in app.routes if "{" not in getattr(r, "path", "{")]
+    known = [path for path in _route_paths(app) if "{" not in path]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
     return app
+
+
+def _route_paths(app: FastAPI) -> list[str]:
+    """Every route's path. FastAPI >= 0.123 keeps an included router as one lazy entry of
+    ``app.routes``; ``iter_route_contexts`` flattens them (older releases list them flat)."""
+    from fastapi import routing
+
+    iterate = getattr(routing, "iter_route_contexts", None)
+    routes = iterate(app.routes) if iterate else app.routes
+    return [path for route in routes if (path := getattr(route, "path", None))]
 
 
 def _optional_auth(schema: dict[str, Any]) -> dict[str, Any]:
