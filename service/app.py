@@ -82,9 +82,10 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         ort_version=ort.__version__,
     )
     log.info(
-        "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, %d in flight, "
-        "queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
-        session.path, session.metadata.variant, session.sha256[:12], session.provider,
+        "loaded %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms, "
+        "%d in flight, queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
+        session.path, session.metadata.model_name, session.metadata.variant, session.classes,
+        session.sha256[:12], session.provider,
         policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
         preprocess_threads, limits.timeout_s, limits.memory_bytes // MiB, intra_op,
     )  # fmt: skip
@@ -105,7 +106,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.runtime = runtime
     runtime.ready = True
     runtime.metrics.ready.set(1)
-    log.info("ready: variant %s on %s", session.metadata.variant, session.provider)
+    log.info(
+        "ready: %s (variant %s) on %s",
+        session.metadata.model_name, session.metadata.variant, session.provider,
+    )  # fmt: skip
     try:
         yield
     finally:
@@ -199,7 +203,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app = FastAPI(
         title="EfficientNet classification service",
         version=__version__,
-        summary="ImageNet classification with EfficientNet B0-B7 / Lite0-Lite4 on onnxruntime",
+        summary="Image classification with EfficientNet (B0-B8, L2, Lite0-Lite4) on onnxruntime",
         lifespan=lifespan,
     )
     app.state.settings = settings
