@@ -175,6 +175,9 @@ class DecodePool:
     def run(self, data: bytes) -> np.ndarray:
         """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
         worker = self._idle.get()  # as many calling threads as workers: one is idle
+        if self._past_drain_deadline():  # a decode begun now would be cut at once, its worker
+            self._idle.put(worker)  # killed and forked again: refuse before sending anything
+            raise NotReady("the service is shutting down")
         if not worker.process.is_alive():  # died idle (OOM killer, a signal): not this upload
             worker = self._replace(worker)
         try:
@@ -229,6 +232,10 @@ class DecodePool:
 
     def begin_shutdown(self) -> None:
         self._shutdown_at = time.monotonic()
+
+    def _past_drain_deadline(self) -> bool:
+        shutdown_at = self._shutdown_at
+        return shutdown_at is not None and time.monotonic() >= shutdown_at + SHUTDOWN_DECODE_S
 
     def close(self) -> None:
         """Kill every worker now, busy or not: a decode in progress must not hold up an exit."""

@@ -211,7 +211,9 @@ def test_close_stops_a_decode_in_progress() -> None:
     limits = DecodeLimits(workers=1, timeout_s=60, memory_bytes=256 * MiB, max_pixels=10**9)
     pool = DecodePool(SPEC, limits)
     errors: list[BaseException] = []
-    slow = flat_png(6000, 6000)
+    # 300 scans of 16 MP: several seconds even on a fast idle machine (a flat 36 MP PNG could
+    # finish within the 0.3 s below and leave nothing to stop).
+    slow = progressive("L", extra_scans=300, size=(4000, 4000))
 
     def decode() -> None:
         try:
