@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 
 # The port the entrypoint binds (EFFICIENTNET_PORT, default 8000), so one HEALTHCHECK fits any.
-DEFAULT_URL = f"http://127.0.0.1:{os.environ.get('EFFICIENTNET_PORT', '8000')}/readyz"
+# (A service link's EFFICIENTNET_PORT=tcp://IP:PORT is not a port: the entrypoint used 8000.)
+_PORT = os.environ.get("EFFICIENTNET_PORT", "8000")
+DEFAULT_URL = f"http://127.0.0.1:{_PORT if _PORT.isdigit() else '8000'}/readyz"
 TIMEOUT_S = 4.0
 
 

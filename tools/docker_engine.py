@@ -66,9 +66,12 @@ def _one_line(output: str) -> str:
 def run(cmd: list[str], *, check: bool = True, env: dict[str, str] | None = None,
         merge: bool = False, log_name: str | None = None) -> str:  # fmt: skip
     """Run `cmd`; on failure raise StepError with its one-line message. Returns stdout."""
+    # The caller's own EFFICIENTNET_* settings (an API key, a queue size) must not reach the
+    # compose file's ${…} substitutions and change what the test checks: only `env` sets them.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("EFFICIENTNET_")}
     done = subprocess.run(
         cmd,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
