@@ -15,9 +15,10 @@ buffer: the client is slow, not the event loop) gives its place to a newcomer: i
 newcomer is read. A trickler therefore never keeps an honest client out. A request for more
 images than the capacity can never be admitted: 413 with the limit, not a 503 "retry".
 
-Capacity = ``max_queue`` (waiting for a batch) + ``max_batch_size`` (in the running batch) +
-preprocessing threads (being decoded): what the pipeline holds when every stage is full. The
-counter lives on the event loop (no lock needed): entering and leaving cost an integer add.
+Capacity = ``max_queue`` (waiting for a batch) + inference workers × ``max_batch_size`` (in the
+running batches) + preprocessing threads (being decoded): what the pipeline holds when every
+stage is full. The counter lives on the event loop (no lock needed): entering and leaving cost an
+integer add.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class Admission:
         if slots > self.capacity:
             raise TooManyImages(
                 f"{slots} images in one request; this server takes at most {self.capacity} "
-                "at once (EFFICIENTNET_MAX_QUEUE + batch size + preprocessing threads)"
+                "at once (EFFICIENTNET_MAX_QUEUE + inference workers x batch size + preprocessing "
+                "threads)"
             )
 
     def take(self, slots: int) -> None:
@@ -118,8 +120,8 @@ class Admission:
     def _full(self) -> QueueFull:
         return QueueFull(
             f"server busy: {self.in_flight} images in the pipeline and {len(self.readers)} "
-            f"bodies being read (capacity {self.capacity}, EFFICIENTNET_MAX_QUEUE + batch size "
-            "+ preprocessing threads); retry shortly",
+            f"bodies being read (capacity {self.capacity}, EFFICIENTNET_MAX_QUEUE + inference "
+            "workers x batch size + preprocessing threads); retry shortly",
             headers=CLOSE,
         )
 
