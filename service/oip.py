@@ -517,13 +517,15 @@ async def infer(
     # the body is complete, so a client trickling its body holds none (service/admission.py).
     with runtime.admission.reading(body_progress(request)):
         body = await request.body()
-    classes = len(runtime.session.metadata.labels)
+    classes = runtime.session.classes
     header_length = request.headers.get(HEADER_LENGTH)
-    if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall every other request
-        wire = await asyncio.to_thread(parse_infer_body, body, header_length, classes)
-    else:
-        wire = parse_infer_body(body, header_length, classes)
-    with runtime.admission.admit() as ticket:  # one slot, then one per image
+    # One slot, then one per image; taken before parsing, so the bodies held and parsed at once
+    # are bounded by the capacity too, not only by the connection limit.
+    with runtime.admission.admit() as ticket:
+        if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall other requests
+            wire = await asyncio.to_thread(parse_infer_body, body, header_length, classes)
+        else:
+            wire = parse_infer_body(body, header_length, classes)
         outcome = await run_input(runtime, wire.tensor, wire.raw, ticket)
     labels = runtime.session.metadata.labels
     outputs = build_outputs(wire.plans, outcome.probabilities, labels)
