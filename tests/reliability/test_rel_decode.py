@@ -45,7 +45,7 @@ from reliability_helpers import REQUEST_TIMEOUT_S, assert_classification, assert
 
 MiB_KB = 1024
 # "A few seconds" for an honest photo while an attack is under way, on a loaded 2-core machine.
-HONEST_WITHIN_S = 3.0
+HONEST_WITHIN_S = 5.0
 HONEST_PAUSE_S = 0.25  # between honest photos: a client's pace, not a second attack on the CPU
 # A refusal from the header and structure: no decode, so well under a second when idle.
 REFUSED_WITHIN_S = 2.0
@@ -368,7 +368,7 @@ def test_sigterm_does_not_wait_for_a_decode(
         ]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # the bomb refused, the first slow decode under way, three queued
+        time.sleep(1.0)  # the bomb refused, the first slow decode under way, the rest queued
         workers = _worker_pids(server)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
