@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_export import layouts
+from model_export import hub, layouts
 from model_export.blocks import ConvStyle
 from model_export.checkpoints import CheckpointError, read_checkpoint
 from model_export.layouts import KeyLayout, UnknownLayout, detect_layout, num_classes
@@ -76,15 +76,21 @@ class WeightsInfo:
 
 
 def load_model(
-    variant: Variant | Architecture,
+    variant: Variant | Architecture | None,
     weights: str,
     *,
     seed: int = 0,
     cache_dir: Path | None = None,
     base_url: str | None = None,
 ) -> tuple[EfficientNet, WeightsInfo]:
-    """The eval-mode network for `variant` with `weights` ('imagenet', 'random' or a path)."""
-    arch = variant if isinstance(variant, Architecture) else Architecture(variant)
+    """The eval-mode network for `variant` with `weights` ('imagenet', 'random', a file, a
+    Hub folder or hf-hub:ORG/REPO). `variant` may be None only for a Hub checkpoint, whose
+    config.json names it."""
+    arch = variant if isinstance(variant, Architecture | None) else Architecture(variant)
+    if hub.is_hub_reference(weights):
+        return _from_hub(arch, weights, cache_dir)
+    if arch is None:
+        raise WeightsError("--variant is required unless the weights are a Hub folder or hf-hub:")
     variant = arch.variant
     if weights == "random":
         return _random(variant, seed)
@@ -147,6 +153,42 @@ def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing, batch: 
         m.num_batches_tracked.zero_()
         m.running_var.clamp_(min=VAR_FLOOR * m.running_var.mean())
     model.eval()
+
+
+# --- Hub folders and downloads ----------------------------------------------------------
+
+
+def _from_hub(
+    arch: Architecture | None, weights: str, cache_dir: Path | None
+) -> tuple[EfficientNet, WeightsInfo]:
+    try:
+        if weights.startswith(hub.HF_PREFIX):
+            found = hub.download(weights, cache_dir or default_cache_dir())
+        else:
+            found = hub.read_folder(Path(weights))
+    except hub.HubError as exc:
+        raise WeightsError(str(exc)) from None
+    said = found.architecture
+    if arch is not None and (
+        arch.variant != said.variant or arch.timm_name not in (None, said.timm_name)
+    ):
+        given = arch.timm_name or arch.variant.name
+        raise WeightsError(
+            f"--variant {given} but {weights}'s config.json says {said.timm_name}: leave "
+            "--variant out (the config names it) or give the matching one"
+        )
+    model, info = _from_file(said, found.weights, "hub", found.origin)
+    if info.num_classes != found.num_classes:
+        raise WeightsError(
+            f"{weights}: config.json says {found.num_classes} classes but the classifier in "
+            f"{found.weights.name} has {info.num_classes}"
+        )
+    return model, replace(
+        info,
+        preprocessing=found.preprocessing,
+        labels=found.labels,
+        preprocessing_source="config.json pretrained_cfg",
+    )
 
 
 # --- files -----------------------------------------------------------------------------
