@@ -44,7 +44,8 @@ class _Config(BaseModel):
 
     architecture: str
     num_classes: int = Field(ge=2)
-    label_names: list[str] | None = None
+    # timm writes a list, or a {class index: name} dict when indices have gaps.
+    label_names: list[str] | dict[int, str] | None = None
     pretrained_cfg: _PretrainedCfg
 
 
@@ -83,7 +84,7 @@ def read_folder(folder: Path, origin: str | None = None) -> HubModel:
         ) from None
     if arch.timm_name is None:  # a bare "b0" is not a timm architecture
         raise HubError(f"{config_path}: architecture {config.architecture!r} is not a timm name")
-    labels = tuple(config.label_names) if config.label_names else None
+    labels = _labels(config, config_path)
     return HubModel(
         arch,
         weights,
@@ -92,6 +93,19 @@ def read_folder(folder: Path, origin: str | None = None) -> HubModel:
         _preprocessing(config.pretrained_cfg, config_path),
         origin or str(folder.resolve()),
     )
+
+
+def _labels(config: _Config, where: Path) -> tuple[str, ...] | None:
+    names = config.label_names
+    if not names:
+        return None
+    if isinstance(names, dict):
+        if sorted(names) != list(range(config.num_classes)):
+            raise HubError(
+                f"{where}: label_names must name every class 0..{config.num_classes - 1}"
+            )
+        return tuple(names[i] for i in range(config.num_classes))
+    return tuple(names)
 
 
 def _preprocessing(cfg: _PretrainedCfg, where: Path) -> Preprocessing:

@@ -21,7 +21,9 @@ import torch
 from realistic import make_realistic
 from safetensors.torch import save_file
 
-from model_export.variants import Preprocessing
+from model_export import layouts
+from model_export.model import build_model, count_params
+from model_export.variants import Preprocessing, get_architecture
 from model_export.verify import graph_logits, photo_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,12 +121,19 @@ def test_hub_folder_of_tf_efficientnet_b3(tmp_path):
     assert len(meta["labels"]) == 1000 and meta["labels"][0] == "tench"
 
 
-@pytest.mark.parametrize("name", ["b8", "l2"])
-def test_b8_l2_parameter_counts_equal_timms(name):
-    from model_export.model import build_model, count_params
-    from model_export.variants import VARIANTS
-
+@pytest.mark.parametrize(
+    "timm_name", ["tf_efficientnet_b8", "tf_efficientnet_l2", "tf_efficientnet_lite0",
+                  "efficientnet_lite4"],
+)  # fmt: skip
+def test_parameter_counts_and_keys_equal_timms(timm_name):
+    """B8/L2 (and the lite names) are timm's architectures: the same parameter count, and
+    every tensor of timm's state dict maps onto ours with the same shape (meta device: no
+    memory, so L2's 480 M parameters cost nothing)."""
+    arch = get_architecture(timm_name)
     with torch.device("meta"):
-        ours = count_params(build_model(VARIANTS[name]))
-        theirs = sum(p.numel() for p in timm.create_model(f"tf_efficientnet_{name}").parameters())
-    assert ours == theirs
+        ours = build_model(arch.variant)
+        theirs = timm.create_model(timm_name)
+    assert count_params(ours) == sum(p.numel() for p in theirs.parameters())
+    renamed = layouts.rename(theirs.state_dict(), ours, "timm")
+    expected = {k: v.shape for k, v in ours.state_dict().items()}
+    assert {k: v.shape for k, v in renamed.items()} == expected
