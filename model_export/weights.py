@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model_export import hub, layouts
@@ -123,30 +123,29 @@ def _random(variant: Variant, seed: int) -> tuple[EfficientNet, WeightsInfo]:
 VAR_FLOOR = 0.5
 
 
-def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing, batch: int = 4) -> None:
-    """Set BN running statistics from one seeded batch of synthetic pixels.
+def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing) -> None:
+    """Set BN running statistics from the verification photos (and their mirror images).
 
     With freshly initialized BN (mean 0, var 1) activations shrink block after block and
-    random-weight logits end up ~1e-20; statistics from the wrong input distribution blow
-    them up to ~1e3 instead, where fp32 rounding alone exceeds the 1e-4 parity bound. Real
-    statistics from uint8 pixels normalized like the graph's input keep logits O(1).
-    At the export resolution: late feature maps are tiny at low resolution and their
-    statistics do not transfer.
+    random-weight logits end up ~1e-20; statistics from another input distribution than the
+    one the export verifies on (natural photos) leave the network ill-conditioned there, and
+    fp32 rounding alone then exceeds the bound. At the export resolution: late feature maps
+    are tiny at low resolution and their statistics do not transfer. `seed` seeds the
+    stochastic depth that train mode runs.
     """
-    generator = torch.Generator().manual_seed(seed)
-    res = pre.crop_size
-    half = batch // 2
-    noise = torch.randint(0, 256, (half, 3, res, res), generator=generator).float()
-    coarse = torch.randint(0, 256, (batch - half, 3, 4, 4), generator=generator).float()
-    smooth = F.interpolate(coarse, size=(res, res), mode="bicubic").clamp(0, 255)
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    images = (torch.cat([noise, smooth]) / 255 - mean) / std
+    from model_export.verify import photo_batch
+
+    pixels = photo_batch(pre)
+    pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
+    x = torch.from_numpy(pixels.copy()).float().div(255)
+    mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
+    images = ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
         m.momentum = None  # cumulative average: one batch sets the statistics outright
         m.train()
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
         model(images)
     for m in norms:
         m.momentum = 0.1
