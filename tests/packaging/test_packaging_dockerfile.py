@@ -69,9 +69,12 @@ def test_runtime_health_check_polls_readyz_on_the_served_port() -> None:
     # That default is /readyz on EFFICIENTNET_PORT, the port docker/entrypoint.sh binds, so a
     # host-network container on another port (make image-test) is probed where it listens.
     entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
-    assert '--port "${EFFICIENTNET_PORT:-8000}"' in entrypoint
+    assert 'port="${EFFICIENTNET_PORT:-8000}"' in entrypoint and '--port "${port}"' in entrypoint
     for port in (None, "18123"):
         assert _probe_default_url(port) == f"http://127.0.0.1:{port or 8000}/readyz"
+    # A Kubernetes service link's EFFICIENTNET_PORT=tcp://IP:PORT is not a port: 8000, as the
+    # entrypoint does.
+    assert _probe_default_url("tcp://10.0.0.1:80") == "http://127.0.0.1:8000/readyz"
 
 
 def _probe_default_url(port: str | None) -> str:

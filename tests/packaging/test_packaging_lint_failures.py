@@ -38,7 +38,7 @@ BREAKAGES = [
     ),
     Breakage(
         "shellcheck-unquoted-args", "lint-shell", "SHELL_SCRIPTS", "docker/entrypoint.sh",
-        ':-8000}" "$@"', ':-8000}" $@', "SC2068",
+        '--port "${port}" "$@"', '--port "${port}" $@', "SC2068",
     ),
     Breakage(
         "hadolint-root-user", "lint-dockerfile", "DOCKERFILE", "Dockerfile",
