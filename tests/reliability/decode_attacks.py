@@ -12,6 +12,7 @@ import struct
 import zlib
 
 from PIL import Image
+from reliability_images import png_file
 
 # The issue's scan bomb: a 7000x7000 grey progressive JPEG (49 MP, under the 50 MP limit).
 BOMB_SIDE = 7000
@@ -34,11 +35,6 @@ def with_extra_scans(progressive: bytes, extra: int) -> bytes:
     return progressive[:-2] + scan * extra + b"\xff\xd9"
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    body = kind + data
-    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-
 def big_rgba_png(width: int = 8000, height: int = 6249) -> bytes:
     """A valid RGBA PNG of a horizontal gradient under a varying alpha, compressed to ~200 kB.
 
@@ -55,12 +51,7 @@ def big_rgba_png(width: int = 8000, height: int = 6249) -> bytes:
         parts.append(packer.compress(block))
     parts += [packer.compress(rest * ((height - 1) % 256)), packer.flush()]
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_file(ihdr, b"".join(parts))
 
 
 def _s15(value: float) -> bytes:

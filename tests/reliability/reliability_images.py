@@ -18,15 +18,16 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
+def png_file(ihdr: bytes, idat: bytes) -> bytes:
+    """A PNG of one IHDR, one IDAT (the compressed rows) and IEND."""
+    framed = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+    return b"\x89PNG\r\n\x1a\n" + framed + _png_chunk(b"IEND", b"")
+
+
 def png_header(width: int, height: int, *, bit_depth: int = 8, color_type: int = 2) -> bytes:
     """A PNG signature and IHDR claiming ``width``×``height``, then one empty IDAT and IEND."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(b""))
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_file(ihdr, zlib.compress(b""))
 
 
 def png_bomb(side: int = 30_000) -> bytes:
@@ -37,12 +38,7 @@ def png_bomb(side: int = 30_000) -> bytes:
     chunks = [packer.compress(row * 1000) for _ in range(side // 1000)]
     chunks += [packer.compress(row * (side % 1000)), packer.flush()]
     ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", b"".join(chunks))
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_file(ihdr, b"".join(chunks))
 
 
 def gif_canvas(width: int = 65_535, height: int = 65_535) -> bytes:
