@@ -43,11 +43,16 @@ class StepError(Exception):
         return f"{self.step or 'setup'}: {self.message}"
 
 
+# Checks that passed, for the closing "N passed, 0 failed" line CI reads.
+PASSED: list[str] = []
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """Name whatever fails inside (the innermost step wins)."""
     try:
         yield
+        PASSED.append(name)
     except StepError as exc:
         if exc.step is None:
             exc.step = name

@@ -25,6 +25,7 @@ from pathlib import Path
 # `python tools/image_test.py` has tools/ on sys.path.
 from docker_engine import (
     BASE_IMAGE,
+    PASSED,
     StepError,
     check_no_bridge,
     docker,
@@ -325,6 +326,7 @@ def main() -> int:
             run_compose(Path(workdir))
     except StepError as exc:
         print(f"image-test: FAILED {exc}", file=sys.stderr)
+        print(f"image-test: {len(PASSED)} passed, 1 failed")
         return 1
     finally:
         # Rebuilds leave the previous images untagged; only those made by this test go. The
@@ -333,6 +335,7 @@ def main() -> int:
         docker("image", "prune", "--force", "--filter", f"label={LABEL}", check=False)
         docker("builder", "prune", "--force", "--keep-storage", BUILD_CACHE_KEEP, check=False)
     print(f"image-test: passed in {time.monotonic() - started:.0f} s")
+    print(f"image-test: {len(PASSED)} passed, 0 failed")  # the plain closing line CI reads
     return 0
 
 
