@@ -119,3 +119,12 @@ clean-models: ## delete exported graphs
 
 clean: ## delete the venv and caches (keeps exported graphs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# Issue 13: the service side by side with NVIDIA Triton, TorchServe and BentoML (~20 min on
+# 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
+# benchmarks/peers/<peer>/requirements.txt. Not in CI (too long); tests/benchmarks runs its
+# --quick dry run.
+BENCH_PEERS_ARGS ?=
+.PHONY: bench-peers
+bench-peers: $(STAMP_TEST) ## issue 13's peers (~20 min); writes artifacts/peers-*.{md,json}
+	$(BIN)/python -m benchmarks.peers $(BENCH_PEERS_ARGS)

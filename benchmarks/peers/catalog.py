@@ -1,0 +1,370 @@
+"""What the peer benchmark starts and measures: each server (ours and every peer), how it is
+started on 127.0.0.1, when it is ready, and its endpoints (path + request shape).
+
+Every server gets the machine's whole thread budget (on 2 cores: 2 onnxruntime / torch
+intra-op threads), as the service does by default."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.peers.venvs import REPO, ensure_venv, version
+from benchmarks.procs import Server, free_port, process_tree, start_server
+from benchmarks.run import service_env
+
+THREADS = os.cpu_count() or 1
+JPEG, UINT8 = "jpeg", "uint8"  # what a request carries: an encoded photo, or the model input
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One measured row: a server, a path and the request shape the load generator sends."""
+
+    name: str
+    path: str
+    fmt: str  # benchmarks.loadgen --format
+    kind: str = JPEG  # compared with our endpoint of the same kind
+    field: str = "file"  # multipart field
+
+    @property
+    def phone(self) -> bool:
+        """The phone workload means something only where the server decodes the photo."""
+        return self.kind == JPEG
+
+
+@dataclass
+class Context:
+    variant: str
+    model: Path
+    meta: dict[str, Any]
+    work_dir: Path
+    log_dir: Path
+
+
+@dataclass
+class Started:
+    server: Server
+    endpoints: list[Endpoint]
+    versions: dict[str, str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+def stop_tree(server: Server, timeout_s: float = 30.0) -> None:
+    """SIGINT to the server, then SIGKILL to whatever of its process tree is left (a Java
+    frontend, a tritonserver, Python-backend stubs)."""
+    pids = process_tree(server.process.pid)
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    for pid in pids[1:]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_ready(server: Server, checks: list[tuple[str, str]], timeout_s: float = 180.0) -> None:
+    """Poll each (path, text the body must contain) in turn; `server.ready_s` then runs from
+    spawn to the last check passing (a server that answers before its models load is not
+    ready). A server that does not get ready is stopped, its whole process tree."""
+    try:
+        _poll(server, checks, timeout_s)
+    except BaseException:
+        stop_tree(server)
+        raise
+
+
+def _poll(server: Server, checks: list[tuple[str, str]], timeout_s: float) -> None:
+    start = time.perf_counter() - server.ready_s
+    deadline = time.perf_counter() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        for path, text in checks:
+            while True:
+                if server.process.poll() is not None:
+                    raise RuntimeError(f"{server.name} exited; log: {server.log_path}")
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{server.name} not ready at {path}; log {server.log_path}")
+                # ":<port>/path": another port of the same server (TorchServe's management API).
+                host = server.base_url.rsplit(":", 1)[0]
+                url = host + path if path.startswith(":") else server.base_url + path
+                try:
+                    got = client.get(url)
+                    if got.status_code == 200 and text in got.text:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+    server.ready_s = time.perf_counter() - start
+
+
+def _start(
+    name: str, argv: list[str], port: int, env: dict[str, str], ctx: Context, ready: str
+) -> Server:
+    log = ctx.log_dir / f"{name}-{ctx.variant}-{port}.log"
+    return start_server(name, argv, port, env, log, ready, 240.0)
+
+
+def _peer_env() -> dict[str, str]:
+    # The peers import benchmarks.peers.* and the service's preprocessing from the checkout.
+    return {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(THREADS)}
+
+
+# --- ours ------------------------------------------------------------------------------------
+
+
+def start_service(ctx: Context) -> Started:
+    port = free_port()
+    env = service_env(ctx.variant, ctx.model, port, {})
+    server = _start("service", [sys.executable, "-m", "service"], port, env, ctx, "/readyz")
+    name = f"efficientnet_{ctx.variant}"
+    endpoints = [
+        Endpoint("service", "/classify", "multipart"),
+        # The same process over the Open Inference Protocol: the like-for-like row for
+        # Triton's client-preprocessed tensors, and stand-ins of the peers' request shapes
+        # for the dry run.
+        Endpoint("service /v2 uint8 tensors", f"/v2/models/{name}/infer", "oip-uint8", UINT8),
+        Endpoint("service /v2 JPEG bytes", f"/v2/models/{name}/infer", "oip-bytes"),
+        Endpoint("service raw body", "/classify", "raw"),
+    ]
+    return Started(server, endpoints, {"service": "this checkout"})
+
+
+# --- NVIDIA Triton (PyTriton) ----------------------------------------------------------------
+
+TRITON_MAX_BATCH = 8
+TRITON_DELAY_US = 0
+TRITON_INSTANCES = 2
+
+
+def start_triton(ctx: Context) -> Started:
+    bin_dir = ensure_venv("triton")
+    port, grpc, metrics = free_port(), free_port(), free_port()
+    argv = [
+        str(bin_dir / "python"),
+        "-m",
+        "benchmarks.peers.triton.server",
+        "--model",
+        str(ctx.model),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--threads",
+        str(THREADS),
+        "--max-batch",
+        str(TRITON_MAX_BATCH),
+        "--delay-us",
+        str(TRITON_DELAY_US),
+        "--instances",
+        str(TRITON_INSTANCES),
+    ]
+    server = _start("triton", argv, port, _peer_env(), ctx, "/v2/health/live")
+    models = ("efficientnet_jpeg", "efficientnet_uint8")
+    wait_ready(server, [(f"/v2/models/{m}/ready", "") for m in models])
+    meta = httpx.get(server.base_url + "/v2", timeout=5).json()
+    endpoints = [
+        Endpoint("triton JPEG bytes", f"/v2/models/{models[0]}/infer", "oip-bytes"),
+        Endpoint(
+            "triton uint8 tensors (client-preprocessed)",
+            f"/v2/models/{models[1]}/infer",
+            "oip-uint8",
+            UINT8,
+        ),
+    ]
+    versions = {
+        "tritonserver": str(meta.get("version")),
+        "nvidia-pytriton": version("triton", "nvidia-pytriton"),
+        "onnxruntime": version("triton", "onnxruntime"),
+    }
+    settings = {
+        "max_batch_size": TRITON_MAX_BATCH,
+        "max_queue_delay_us": TRITON_DELAY_US,
+        "instances per model": TRITON_INSTANCES,
+        "ORT intra-op threads": THREADS,
+    }
+    return Started(server, endpoints, versions, settings)
+
+
+# --- TorchServe ------------------------------------------------------------------------------
+
+TS_BATCH = 8
+TS_DELAY_MS = 5
+TS_MODEL = "efficientnet"
+
+
+def archive_torchserve(ctx: Context, bin_dir: Path) -> Path:
+    """The .mar TorchServe's docs build for an eager model: --model-file (the class),
+    --serialized-file (its state dict), --handler, the label map as an extra file."""
+    import torch
+
+    from benchmarks.torch_model import build_torch_model
+
+    src = Path(__file__).resolve().parent / "torchserve"
+    out = ctx.work_dir / f"torchserve-{ctx.variant}"
+    store = out / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    model = build_torch_model(ctx.meta)  # the same weights as the .onnx (its own metadata)
+    torch.save(model.state_dict(), out / "weights.pt")
+    spec = {
+        "variant": ctx.variant,
+        "style": asdict(model.style),
+        "preprocessing": ctx.meta["preprocessing"],
+    }
+    (out / "peer_model.json").write_text(json.dumps(spec))
+    labels = {str(i): label for i, label in enumerate(ctx.meta["labels"])}
+    (out / "index_to_name.json").write_text(json.dumps(labels))
+    argv = [
+        str(bin_dir / "torch-model-archiver"),
+        "--model-name",
+        TS_MODEL,
+        "--version",
+        "1.0",
+        "--model-file",
+        str(src / "model.py"),
+        "--serialized-file",
+        str(out / "weights.pt"),
+        "--handler",
+        str(src / "handler.py"),
+        "--export-path",
+        str(store),
+        "--force",
+        "--extra-files",
+        f"{out / 'peer_model.json'},{out / 'index_to_name.json'}",
+    ]
+    subprocess.run(argv, check=True, capture_output=True)
+    return store
+
+
+def torchserve_config(ctx: Context, store: Path, ports: tuple[int, int, int]) -> Path:
+    models = {
+        TS_MODEL: {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": f"{TS_MODEL}.mar",
+                "minWorkers": 1,
+                "maxWorkers": 1,
+                "batchSize": TS_BATCH,
+                "maxBatchDelay": TS_DELAY_MS,
+                "responseTimeout": 120,
+            }
+        }
+    }
+    lines = [
+        f"inference_address=http://127.0.0.1:{ports[0]}",
+        f"management_address=http://127.0.0.1:{ports[1]}",
+        f"metrics_address=http://127.0.0.1:{ports[2]}",
+        f"model_store={store}",
+        f"load_models={TS_MODEL}.mar",
+        "models=" + json.dumps(models),
+        "default_workers_per_model=1",
+        "job_queue_size=1000",
+        "disable_token_authorization=true",
+        "enable_model_api=false",
+        "install_py_dep_per_model=false",
+    ]
+    path = store.parent / "config.properties"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_torchserve(ctx: Context) -> Started:
+    bin_dir = ensure_venv("torchserve")
+    store = archive_torchserve(ctx, bin_dir)
+    ports = (free_port(), free_port(), free_port())
+    config = torchserve_config(ctx, store, ports)
+    logs = store.parent / "logs"
+    argv = [
+        str(bin_dir / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--model-store",
+        str(store),
+        "--ts-config",
+        str(config),
+        "--disable-token-auth",
+    ]
+    env = {
+        **_peer_env(),
+        "LOG_LOCATION": str(logs),
+        "METRICS_LOCATION": str(logs),
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+    }
+    server = _start("torchserve", argv, ports[0], env, ctx, "/ping")
+    wait_ready(server, [(f":{ports[1]}/models/{TS_MODEL}", '"READY"')])
+    endpoints = [Endpoint("torchserve eager", f"/predictions/{TS_MODEL}", "raw")]
+    versions = {
+        "torchserve": version("torchserve", "torchserve"),
+        "torch": version("torchserve", "torch"),
+        "torchvision": version("torchserve", "torchvision"),
+    }
+    settings = {
+        "batchSize": TS_BATCH,
+        "maxBatchDelay ms": TS_DELAY_MS,
+        "workers": 1,
+        "torch threads": THREADS,
+    }
+    return Started(server, endpoints, versions, settings)
+
+
+# --- BentoML ---------------------------------------------------------------------------------
+
+BENTO_MAX_BATCH = 8
+
+
+def start_bentoml(ctx: Context) -> Started:
+    bin_dir = ensure_venv("bentoml")
+    port = free_port()
+    argv = [
+        str(bin_dir / "bentoml"),
+        "serve",
+        "benchmarks.peers.bentoml.service:Classifier",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--working-dir",
+        str(REPO),
+    ]
+    env = {
+        **_peer_env(),
+        "PEER_MODEL": str(ctx.model),
+        "PEER_THREADS": str(THREADS),
+        "PEER_MAX_BATCH": str(BENTO_MAX_BATCH),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(ctx.work_dir / "bentoml-home"),
+    }
+    server = _start("bentoml", argv, port, env, ctx, "/readyz")
+    endpoints = [Endpoint("bentoml", "/classify", "multipart", field="images")]
+    versions = {
+        "bentoml": version("bentoml", "bentoml"),
+        "onnxruntime": version("bentoml", "onnxruntime"),
+    }
+    settings = {"max_batch_size": BENTO_MAX_BATCH, "workers": 1, "ORT intra-op threads": THREADS}
+    return Started(server, endpoints, versions, settings)
+
+
+STARTERS: dict[str, Callable[[Context], Started]] = {
+    "triton": start_triton,
+    "torchserve": start_torchserve,
+    "bentoml": start_bentoml,
+}
