@@ -44,6 +44,28 @@ class Endpoint:
         return self.kind == JPEG
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """The peers' batching settings (`--tune name=value`). Triton: its model-configuration
+    guide's procedure starts from the dynamic batcher with a maximum batch size and no queue
+    delay, raising the delay only while throughput still rises; two instances let one batch
+    decode while another runs. TorchServe: batch_size with a short max_batch_delay (its
+    docs' example uses 50 ms, which at concurrency 1 adds up to 50 ms to every request), and
+    its own CPU default of one worker per logical CPU, each given its share of the threads
+    (2 x 1 here; 1 x 2 burned 5x the CPU per image in OpenMP spin-waits on a busy machine).
+    BentoML: max_batch_size; its adaptive dispatcher picks the window itself, within
+    max_latency_ms (high, so that it batches instead of refusing requests at c64)."""
+
+    triton_max_batch: int = 8
+    triton_delay_us: int = 0
+    triton_instances: int = 2
+    torchserve_batch: int = 8
+    torchserve_delay_ms: int = 5
+    torchserve_workers: int = 2
+    bentoml_max_batch: int = 8
+    bentoml_max_latency_ms: int = 10_000
+
+
 @dataclass
 class Context:
     variant: str
@@ -51,6 +73,7 @@ class Context:
     meta: dict[str, Any]
     work_dir: Path
     log_dir: Path
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 @dataclass
@@ -148,10 +171,6 @@ def start_service(ctx: Context) -> Started:
 
 # --- NVIDIA Triton (PyTriton) ----------------------------------------------------------------
 
-TRITON_MAX_BATCH = 8
-TRITON_DELAY_US = 0
-TRITON_INSTANCES = 2
-
 
 def start_triton(ctx: Context) -> Started:
     bin_dir = ensure_venv("triton")
@@ -171,11 +190,11 @@ def start_triton(ctx: Context) -> Started:
         "--threads",
         str(THREADS),
         "--max-batch",
-        str(TRITON_MAX_BATCH),
+        str(ctx.tuning.triton_max_batch),
         "--delay-us",
-        str(TRITON_DELAY_US),
+        str(ctx.tuning.triton_delay_us),
         "--instances",
-        str(TRITON_INSTANCES),
+        str(ctx.tuning.triton_instances),
     ]
     server = _start("triton", argv, port, _peer_env(), ctx, "/v2/health/live")
     models = ("efficientnet_jpeg", "efficientnet_uint8")
@@ -196,9 +215,9 @@ def start_triton(ctx: Context) -> Started:
         "onnxruntime": version("triton", "onnxruntime"),
     }
     settings = {
-        "max_batch_size": TRITON_MAX_BATCH,
-        "max_queue_delay_us": TRITON_DELAY_US,
-        "instances per model": TRITON_INSTANCES,
+        "max_batch_size": ctx.tuning.triton_max_batch,
+        "max_queue_delay_us": ctx.tuning.triton_delay_us,
+        "instances per model": ctx.tuning.triton_instances,
         "ORT intra-op threads": THREADS,
     }
     return Started(server, endpoints, versions, settings)
@@ -206,8 +225,6 @@ def start_triton(ctx: Context) -> Started:
 
 # --- TorchServe ------------------------------------------------------------------------------
 
-TS_BATCH = 8
-TS_DELAY_MS = 5
 TS_MODEL = "efficientnet"
 
 
@@ -260,10 +277,10 @@ def torchserve_config(ctx: Context, store: Path, ports: tuple[int, int, int]) ->
             "1.0": {
                 "defaultVersion": True,
                 "marName": f"{TS_MODEL}.mar",
-                "minWorkers": 1,
-                "maxWorkers": 1,
-                "batchSize": TS_BATCH,
-                "maxBatchDelay": TS_DELAY_MS,
+                "minWorkers": ctx.tuning.torchserve_workers,
+                "maxWorkers": ctx.tuning.torchserve_workers,
+                "batchSize": ctx.tuning.torchserve_batch,
+                "maxBatchDelay": ctx.tuning.torchserve_delay_ms,
                 "responseTimeout": 120,
             }
         }
@@ -275,7 +292,7 @@ def torchserve_config(ctx: Context, store: Path, ports: tuple[int, int, int]) ->
         f"model_store={store}",
         f"load_models={TS_MODEL}.mar",
         "models=" + json.dumps(models),
-        "default_workers_per_model=1",
+        f"default_workers_per_model={ctx.tuning.torchserve_workers}",
         "job_queue_size=1000",
         "disable_token_authorization=true",
         "enable_model_api=false",
@@ -288,6 +305,7 @@ def torchserve_config(ctx: Context, store: Path, ports: tuple[int, int, int]) ->
 
 def start_torchserve(ctx: Context) -> Started:
     bin_dir = ensure_venv("torchserve")
+    threads_per_worker = max(1, THREADS // ctx.tuning.torchserve_workers)
     store = archive_torchserve(ctx, bin_dir)
     ports = (free_port(), free_port(), free_port())
     config = torchserve_config(ctx, store, ports)
@@ -308,6 +326,8 @@ def start_torchserve(ctx: Context) -> Started:
         "LOG_LOCATION": str(logs),
         "METRICS_LOCATION": str(logs),
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        # The thread budget split between the workers (torch reads OMP_NUM_THREADS).
+        "OMP_NUM_THREADS": str(threads_per_worker),
     }
     server = _start("torchserve", argv, ports[0], env, ctx, "/ping")
     wait_ready(server, [(f":{ports[1]}/models/{TS_MODEL}", '"READY"')])
@@ -318,17 +338,15 @@ def start_torchserve(ctx: Context) -> Started:
         "torchvision": version("torchserve", "torchvision"),
     }
     settings = {
-        "batchSize": TS_BATCH,
-        "maxBatchDelay ms": TS_DELAY_MS,
-        "workers": 1,
-        "torch threads": THREADS,
+        "batchSize": ctx.tuning.torchserve_batch,
+        "maxBatchDelay ms": ctx.tuning.torchserve_delay_ms,
+        "workers": ctx.tuning.torchserve_workers,
+        "torch threads per worker": threads_per_worker,
     }
     return Started(server, endpoints, versions, settings)
 
 
 # --- BentoML ---------------------------------------------------------------------------------
-
-BENTO_MAX_BATCH = 8
 
 
 def start_bentoml(ctx: Context) -> Started:
@@ -349,7 +367,8 @@ def start_bentoml(ctx: Context) -> Started:
         **_peer_env(),
         "PEER_MODEL": str(ctx.model),
         "PEER_THREADS": str(THREADS),
-        "PEER_MAX_BATCH": str(BENTO_MAX_BATCH),
+        "PEER_MAX_BATCH": str(ctx.tuning.bentoml_max_batch),
+        "PEER_MAX_LATENCY_MS": str(ctx.tuning.bentoml_max_latency_ms),
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(ctx.work_dir / "bentoml-home"),
     }
@@ -359,7 +378,12 @@ def start_bentoml(ctx: Context) -> Started:
         "bentoml": version("bentoml", "bentoml"),
         "onnxruntime": version("bentoml", "onnxruntime"),
     }
-    settings = {"max_batch_size": BENTO_MAX_BATCH, "workers": 1, "ORT intra-op threads": THREADS}
+    settings = {
+        "max_batch_size": ctx.tuning.bentoml_max_batch,
+        "max_latency_ms": ctx.tuning.bentoml_max_latency_ms,
+        "workers": 1,
+        "ORT intra-op threads": THREADS,
+    }
     return Started(server, endpoints, versions, settings)
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from benchmarks.peers.catalog import (
     Context,
     Endpoint,
     Started,
+    Tuning,
     start_service,
     stop_tree,
 )
@@ -152,7 +153,7 @@ def run_variant(
     meta = read_metadata(model)
     crop = int(meta["preprocessing"]["crop_size"])  # type: ignore[index]
     print(f"== {variant} ({weights} weights): {model}", flush=True)
-    ctx = Context(variant, model, meta, work_dir, log_dir)
+    ctx = Context(variant, model, meta, work_dir, log_dir, replace(Tuning(), **dict(args.tune)))
     files = dict(photos)
     files["uint8"] = tensor_files(
         [Photo(p.stem, WEB_SIZE, p, p.read_bytes()) for p in photos["web"]],
@@ -170,7 +171,7 @@ def run_variant(
             print(f"  {started.server.name} ready in {started.server.ready_s:.2f} s", flush=True)
         plan = [(s, e) for s in running for e in s.endpoints if wanted(s, e, args)]
         for r in range(counts.rounds):
-            print(f"  round {r + 1}/{counts.rounds}", flush=True)
+            print(f"  round {r + 1}/{counts.rounds} at {time.strftime('%H:%M:%S')}", flush=True)
             for started, endpoint in plan:
                 figures = {}
                 for workload, level in workloads_of(endpoint, levels):
@@ -220,6 +221,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure the service's own /v2 JPEG-bytes and raw-body endpoints: the peers' "
         "request shapes against our server (what the dry run checks the harness with)",
     )
+    parser.add_argument(
+        "--tune", action="append", default=[], type=_tuning, metavar="NAME=VALUE",
+        help=f"a peer's batching setting, of: {', '.join(f.name for f in fields(Tuning))}",
+    )  # fmt: skip
     parser.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY_LEVELS))
     parser.add_argument("--rounds", type=int, help="override the rounds (full: 2, quick: 1)")
     parser.add_argument("--level-seconds", type=float, help="override each level's time cap")
@@ -227,6 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
     parser.add_argument("--fail-on-target", action="store_true", help="exit 1 on any FAIL")
     return parser.parse_args(argv)
+
+
+def _tuning(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in {f.name for f in fields(Tuning)} or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=INTEGER with a Tuning field, got {text!r}")
+    return name, int(value)
 
 
 def _peer_list(text: str) -> list[str]:
@@ -265,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": cond,
         "command": command.strip(),
         "counts": asdict(counts),
+        "tuning": asdict(replace(Tuning(), **dict(args.tune))),
         "wall_s": wall_s,
         "results": [{**r, "measured": [asdict(m) for m in r["measured"]]} for r in results],
         "targets": [{**asdict(t), "passed": t.passed} for t in checked],
