@@ -226,11 +226,13 @@ def start_triton(ctx: Context) -> Started:
 # --- TorchServe ------------------------------------------------------------------------------
 
 TS_MODEL = "efficientnet"
+TS_ONNX = "efficientnet_onnx"
 
 
 def archive_torchserve(ctx: Context, bin_dir: Path) -> Path:
-    """The .mar TorchServe's docs build for an eager model: --model-file (the class),
-    --serialized-file (its state dict), --handler, the label map as an extra file."""
+    """The two .mar files: eager as TorchServe's docs build one (--model-file: the class,
+    --serialized-file: its state dict) and the same .onnx as the service's; both with the
+    handler, the weights' transform and the label map as extra files."""
     import torch
 
     from benchmarks.torch_model import build_torch_model
@@ -249,50 +251,41 @@ def archive_torchserve(ctx: Context, bin_dir: Path) -> Path:
     (out / "peer_model.json").write_text(json.dumps(spec))
     labels = {str(i): label for i, label in enumerate(ctx.meta["labels"])}
     (out / "index_to_name.json").write_text(json.dumps(labels))
-    argv = [
-        str(bin_dir / "torch-model-archiver"),
-        "--model-name",
-        TS_MODEL,
-        "--version",
-        "1.0",
-        "--model-file",
-        str(src / "model.py"),
-        "--serialized-file",
-        str(out / "weights.pt"),
-        "--handler",
-        str(src / "handler.py"),
-        "--export-path",
-        str(store),
-        "--force",
-        "--extra-files",
-        f"{out / 'peer_model.json'},{out / 'index_to_name.json'}",
-    ]
-    subprocess.run(argv, check=True, capture_output=True)
+    extra = f"{out / 'peer_model.json'},{out / 'index_to_name.json'}"
+    archiver = [str(bin_dir / "torch-model-archiver"), "--version", "1.0", "--force"]
+    archiver += ["--export-path", str(store), "--extra-files", extra]
+    eager = ["--model-name", TS_MODEL, "--model-file", str(src / "model.py")]
+    eager += ["--serialized-file", str(out / "weights.pt"), "--handler", str(src / "handler.py")]
+    onnx = ["--model-name", TS_ONNX, "--serialized-file", str(ctx.model)]
+    onnx += ["--handler", str(src / "handler_onnx.py")]
+    for args in (eager, onnx):
+        subprocess.run(archiver + args, check=True, capture_output=True)
     return store
 
 
 def torchserve_config(ctx: Context, store: Path, ports: tuple[int, int, int]) -> Path:
-    models = {
-        TS_MODEL: {
+    def model(name: str, workers: int) -> dict[str, Any]:
+        return {
             "1.0": {
                 "defaultVersion": True,
-                "marName": f"{TS_MODEL}.mar",
-                "minWorkers": ctx.tuning.torchserve_workers,
-                "maxWorkers": ctx.tuning.torchserve_workers,
+                "marName": f"{name}.mar",
+                "minWorkers": workers,
+                "maxWorkers": workers,
                 "batchSize": ctx.tuning.torchserve_batch,
                 "maxBatchDelay": ctx.tuning.torchserve_delay_ms,
                 "responseTimeout": 120,
             }
         }
-    }
+
+    # ONNX: one worker, as TorchServe's setup_ort_session gives each the CPU count in threads.
+    models = {TS_MODEL: model(TS_MODEL, ctx.tuning.torchserve_workers), TS_ONNX: model(TS_ONNX, 1)}
     lines = [
         f"inference_address=http://127.0.0.1:{ports[0]}",
         f"management_address=http://127.0.0.1:{ports[1]}",
         f"metrics_address=http://127.0.0.1:{ports[2]}",
         f"model_store={store}",
-        f"load_models={TS_MODEL}.mar",
+        f"load_models={TS_MODEL}.mar,{TS_ONNX}.mar",
         "models=" + json.dumps(models),
-        f"default_workers_per_model={ctx.tuning.torchserve_workers}",
         "job_queue_size=1000",
         "disable_token_authorization=true",
         "enable_model_api=false",
@@ -330,18 +323,24 @@ def start_torchserve(ctx: Context) -> Started:
         "OMP_NUM_THREADS": str(threads_per_worker),
     }
     server = _start("torchserve", argv, ports[0], env, ctx, "/ping")
-    wait_ready(server, [(f":{ports[1]}/models/{TS_MODEL}", '"READY"')])
-    endpoints = [Endpoint("torchserve eager", f"/predictions/{TS_MODEL}", "raw")]
+    wait_ready(server, [(f":{ports[1]}/models/{m}", '"READY"') for m in (TS_MODEL, TS_ONNX)])
+    endpoints = [
+        Endpoint("torchserve eager", f"/predictions/{TS_MODEL}", "raw"),
+        Endpoint("torchserve ONNX", f"/predictions/{TS_ONNX}", "raw"),
+    ]
     versions = {
         "torchserve": version("torchserve", "torchserve"),
         "torch": version("torchserve", "torch"),
         "torchvision": version("torchserve", "torchvision"),
+        "onnxruntime": version("torchserve", "onnxruntime"),
     }
     settings = {
         "batchSize": ctx.tuning.torchserve_batch,
         "maxBatchDelay ms": ctx.tuning.torchserve_delay_ms,
-        "workers": ctx.tuning.torchserve_workers,
+        "eager workers": ctx.tuning.torchserve_workers,
         "torch threads per worker": threads_per_worker,
+        "ONNX workers": 1,
+        "ORT threads": THREADS,
     }
     return Started(server, endpoints, versions, settings)
 
