@@ -23,7 +23,7 @@ from benchmarks.peers.onnx_model import OnnxClassifier
 
 THREADS = int(os.environ.get("PEER_THREADS", os.cpu_count() or 1))
 MAX_BATCH = int(os.environ.get("PEER_MAX_BATCH", "8"))
-MAX_LATENCY_MS = int(os.environ.get("PEER_MAX_LATENCY_MS", "10000"))
+MAX_LATENCY_MS = int(os.environ.get("PEER_MAX_LATENCY_MS", "60000"))  # BentoML's default
 
 
 @bentoml.service(workers=1, traffic={"timeout": 120})
