@@ -12,7 +12,9 @@ PYTHON ?= python3
 VENV ?= .venv
 VARIANT ?= $(or $(EFFICIENTNET_VARIANT),lite0)
 MODEL_DIR ?= $(or $(EFFICIENTNET_MODEL_DIR),models)
-HOST ?= 0.0.0.0
+# This machine only: `make serve HOST=0.0.0.0` to be reachable from the network (no API key
+# unless EFFICIENTNET_API_KEY is set). Containers bind all interfaces in their own namespace.
+HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -31,23 +33,39 @@ SHELL_SCRIPTS ?= .ci/run docker/entrypoint.sh docker/export-entrypoint.sh
 
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# `env` because sudo resets the environment; needrestart stays out of a package install.
+APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -y -qq \
+	-o Dpkg::Use-Pty=0
+
+# PyTorch's CPU wheels for the exporter when their index answers within a few seconds
+# (tools/torch_index.py): PyPI's Linux torch is the CUDA build, ~4 GB of wheels the service
+# never uses. Unreachable (offline, a mirror only): the default index, at once. Expanded only
+# when an install recipe runs. TORCH_INDEX= (empty) skips the probe.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIP_ARGS = $(if $(TORCH_INDEX),$(shell $(PYTHON) tools/torch_index.py $(TORCH_INDEX)))
 
 BIN := $(VENV)/bin
 STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
 GRAPH := $(MODEL_DIR)/efficientnet_$(VARIANT).onnx
 
-# pip here also lists local mirrors; their "Location ... is ignored" lines are harmless noise.
-PIP_INSTALL = $(BIN)/python -m pip install --quiet --disable-pip-version-check
-PIP_FILTER = 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
+# Not --quiet: pip's "Collecting"/"Downloading" lines and progress bars are the progress of a
+# first install that takes minutes. pip here also lists local mirrors; their "Location ... is
+# ignored" warnings are harmless noise, dropped from stderr only (stdout stays the terminal, so
+# the bars still draw; the recipe's status is pip's own).
+PIP_INSTALL = $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
+PIP_FILTER = 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2)
 
 .PHONY: help serve test soak bench lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
 	install install-test clean clean-models
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+	@echo
+	@echo "Once serving: $(BIN)/efficientnet-classify photo.jpg (the command-line client; --help),"
+	@echo "the page at http://$(HOST):$(PORT)/ and the API in docs/api.md."
 
-serve: $(STAMP_SERVE) $(GRAPH) ## install, export VARIANT (default lite0) if missing, serve on PORT (8000)
+serve: $(STAMP_SERVE) $(GRAPH) ## install, export VARIANT (default lite0) if missing, serve on HOST:PORT (127.0.0.1:8000)
 	EFFICIENTNET_VARIANT=$(VARIANT) EFFICIENTNET_MODEL_DIR=$(MODEL_DIR) \
 		$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
@@ -66,25 +84,29 @@ $(MODEL_DIR)/efficientnet_%.onnx: | $(STAMP_SERVE)
 # Debian's python3 ships venv's ensurepip separately (python3-venv); a failed venv is removed so
 # a re-run does not find a half-made one.
 $(BIN)/python:
-	$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-venv; }
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(APT_GET) update && \
+		$(APT_GET) install --no-install-recommends python3-venv; }
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 # Editable installs: code edits need no reinstall, only pyproject.toml changes do.
 $(STAMP_SERVE): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e './[export]' $(PIP_FILTER)
+	$(PIP_INSTALL) $(TORCH_PIP_ARGS) -e './[export]' $(PIP_FILTER)
 	touch $@
 
 # The test extras are a superset of the serving ones, so this stamp satisfies both.
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e './[export,test,dev]' $(PIP_FILTER)
+	$(PIP_INSTALL) $(TORCH_PIP_ARGS) -e './[export,test,dev]' $(PIP_FILTER)
 	touch $(STAMP_SERVE) $@
 
 # The web page's tests drive Debian's Chromium through Playwright (Playwright's own browser
 # download cannot be used here), so `make test` installs it once on a machine without it.
+# apt-get's and dpkg's hundreds of lines go to a log, shown (its end) only when it fails.
 $(CHROMIUM):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+	@echo "installing Debian's chromium for the page tests (apt-get, a minute or two)"
+	@log=$$(mktemp); \
+	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends chromium; } >"$$log" 2>&1; \
+	then rm -f "$$log"; \
+	else tail -n 40 "$$log" >&2; echo "chromium install failed; full log: $$log" >&2; exit 1; fi
 
 lint: $(STAMP_TEST) ## every static check CI runs (each one fails on a finding)
 	$(MAKE) --no-print-directory lint-python lint-shell lint-dockerfile lint-compose lint-k8s

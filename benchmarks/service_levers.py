@@ -1,11 +1,17 @@
-"""The service's batching, runs-in-flight and malloc settings over HTTP, with memory: each
-configuration is its own `python -m service` process, loaded with web photos at concurrency
-1, 4, 16 and 64 and then with phone photos at 16 (the peak-RSS level), round-robin over rounds.
+"""The service's settings side by side over HTTP, with memory: each configuration is its own
+server process (``python -m service``, or the plain uvicorn CLI), loaded with web photos at each
+concurrency level and then with phone photos at 16 (the peak-RSS level), round-robin over
+rounds so that load from elsewhere on the machine hits every configuration alike.
 
     python -m benchmarks.service_levers [--variant b0] [--rounds 2] [--configs NAME ...]
+    python -m benchmarks.service_levers --levels 1 16 --level-seconds 30 --no-phone \\
+        --service-env EFFICIENTNET_MAX_BATCH_SIZE=8 --configs "service defaults" "max batch 2"
 
-Prints a markdown table of the median round per configuration (images/s per level, peak RSS
-after the web levels and after the phone level: the kernel's VmHWM of the process tree).
+Prints a markdown table of the median round per configuration: images/s per level, c16's ratio
+to the first configuration, c1's median and c16's 99th-percentile latency, refused or failed
+requests, and peak RSS (the kernel's VmHWM of the process tree) after the web levels and after
+the phone level. ``--service-env`` sets a base every configuration starts from (say, earlier
+defaults); a configuration's own settings win over it. (This absorbed ``http_levers``.)
 """
 
 from __future__ import annotations
@@ -15,82 +21,180 @@ import dataclasses
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
-from benchmarks.photos import PHONE_SIZE, WEB_SIZE, make_photo_set
-from benchmarks.procs import free_port, start_server, tree_hwm_bytes
-from benchmarks.run import FULL, run_level, service_env
+from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
+from benchmarks.procs import Server, free_port, start_server, tree_hwm_bytes
+from benchmarks.run import FULL, Counts, run_level, service_env
 
-WEB_LEVELS = (1, 4, 16, 64)
 MiB = 1024 * 1024
+SERVICE = [sys.executable, "-m", "service"]
+UVICORN = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+UVICORN += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+
+
+@dataclass(frozen=True)
+class Config:
+    env: dict[str, str] = field(default_factory=dict)  # EFFICIENTNET_* and malloc settings
+    command: tuple[str, ...] = tuple(SERVICE)  # the plain uvicorn CLI also takes --port
+
+
 # The service caps glibc's arenas at 2 itself (service/memory.py) unless MALLOC_ARENA_MAX is
 # set; 16 is glibc's own default on 2 cores (8 x cores), i.e. "uncapped".
 UNCAPPED = {"MALLOC_ARENA_MAX": "16"}
-CONFIGS: dict[str, dict[str, str]] = {
-    "service defaults": {},
-    "old defaults: batch 8, 1 run, arenas uncapped": {
-        "EFFICIENTNET_MAX_BATCH_SIZE": "8",
-        "EFFICIENTNET_INFERENCE_WORKERS": "1",
-        **UNCAPPED,
-    },
-    "1 run in flight": {"EFFICIENTNET_INFERENCE_WORKERS": "1"},
-    "2 runs, intra-op 1": {"EFFICIENTNET_INTRA_OP_THREADS": "1"},
-    "arenas uncapped": UNCAPPED,
-    "MALLOC_MMAP_THRESHOLD_=128K": {
-        "MALLOC_MMAP_THRESHOLD_": "131072",
-        "MALLOC_TRIM_THRESHOLD_": "131072",
-    },
+CONFIGS: dict[str, Config] = {
+    "service defaults": Config(),
+    "old defaults: batch 8, 1 run, arenas uncapped": Config(
+        {"EFFICIENTNET_MAX_BATCH_SIZE": "8", "EFFICIENTNET_INFERENCE_WORKERS": "1", **UNCAPPED}
+    ),
+    "1 run in flight": Config({"EFFICIENTNET_INFERENCE_WORKERS": "1"}),
+    "intra-op 1": Config({"EFFICIENTNET_INTRA_OP_THREADS": "1"}),
+    "arenas uncapped": Config(UNCAPPED),
+    "MALLOC_MMAP_THRESHOLD_=128K": Config(
+        {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    ),
+    "max batch 1": Config({"EFFICIENTNET_MAX_BATCH_SIZE": "1"}),
+    "max batch 2": Config({"EFFICIENTNET_MAX_BATCH_SIZE": "2"}),
+    "max batch 4": Config({"EFFICIENTNET_MAX_BATCH_SIZE": "4"}),
+    "preprocess pool 1": Config({"EFFICIENTNET_PREPROCESS_THREADS": "1"}),
+    # glibc gives each thread that mallocs its own arena; fewer arenas, less resident memory.
+    "MALLOC_ARENA_MAX=2": Config({"MALLOC_ARENA_MAX": "2"}),
+    "uvicorn CLI, uvloop + httptools": Config(
+        command=(*UVICORN, "--loop", "uvloop", "--http", "httptools")
+    ),
+    "uvicorn CLI, asyncio + h11": Config(command=(*UVICORN, "--loop", "asyncio", "--http", "h11")),
 }
+# The round that set today's CPU defaults (BENCHMARKS.md, "Service settings applied").
+DEFAULT_CONFIGS = [
+    "service defaults",
+    "old defaults: batch 8, 1 run, arenas uncapped",
+    "1 run in flight",
+    "intra-op 1",
+    "arenas uncapped",
+    "MALLOC_MMAP_THRESHOLD_=128K",
+]
 
 
-def measure(name: str, variant: str, model: Path, web, phone, log: Path) -> dict[str, float]:
+@dataclass(frozen=True)
+class Plan:
+    """What each configuration is measured on, the same for all of them."""
+
+    variant: str
+    model: Path
+    web: list[Photo]
+    phone: list[Photo]  # empty: no phone level
+    levels: tuple[int, ...]
+    counts: Counts
+    base_env: dict[str, str]
+    log: Path
+
+
+def measure(name: str, plan: Plan) -> dict[str, float]:
+    config = CONFIGS[name]
     port = free_port()
-    env = service_env(variant, model, port, CONFIGS[name])
-    server = start_server(name, [sys.executable, "-m", "service"], port, env, log)
-    counts = dataclasses.replace(FULL, requests=150, level_seconds=8.0)
+    env = service_env(plan.variant, plan.model, port, {**plan.base_env, **config.env})
+    # python -m service reads EFFICIENTNET_PORT; the uvicorn CLI needs the flag.
+    argv = [*config.command] + ([] if config.command == tuple(SERVICE) else ["--port", str(port)])
+    server = start_server(name, argv, port, env, plan.log)
     try:
-        figures = {f"c{n}": run_level(server, web, n, counts)["throughput"] for n in WEB_LEVELS}
-        figures["web peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
-        figures["phone c16"] = run_level(server, phone, 16, counts)["throughput"]
-        figures["peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
-        return figures
+        return _load(server, plan)
     finally:
         server.stop()
 
 
-def table(variant: str, samples: dict[str, list[dict[str, float]]]) -> str:
-    columns = [f"c{n}" for n in WEB_LEVELS] + ["phone c16", "web peak MB", "peak MB"]
-    lines = [
-        f"| {variant}: setting | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for name, rounds in samples.items():
-        cells = [f"{statistics.median(r[c] for r in rounds):.1f}" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def _load(server: Server, plan: Plan) -> dict[str, float]:
+    figures: dict[str, float] = {"errors": 0}
+    for level in plan.levels:
+        result = run_level(server, plan.web, level, plan.counts)
+        figures[f"c{level}"] = result.get("throughput", 0.0)
+        figures[f"c{level} p50 ms"] = result.get("p50_ms", 0.0)
+        figures[f"c{level} p99 ms"] = result.get("p99_ms", 0.0)
+        figures["errors"] += int(result.get("errors", 0))
+    figures["web peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
+    if plan.phone:
+        result = run_level(server, plan.phone, 16, plan.counts)
+        figures["phone c16"] = result.get("throughput", 0.0)
+        figures["errors"] += int(result.get("errors", 0))
+        figures["peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
+    return figures
+
+
+def columns(levels: tuple[int, ...], phone: bool) -> list[str]:
+    cols = [f"c{n}" for n in levels]
+    cols += ["c1 p50 ms"] if 1 in levels else []
+    cols += ["c16 p99 ms"] if 16 in levels else []
+    cols += ["phone c16", "web peak MB", "peak MB"] if phone else ["web peak MB"]
+    return [*cols, "errors"]
+
+
+def table(variant: str, samples: dict[str, list[dict[str, float]]], cols: list[str]) -> str:
+    def median(name: str, col: str) -> float:
+        return statistics.median(r[col] for r in samples[name])
+
+    first = next(iter(samples))
+    ratio = "c16" in cols and median(first, "c16") > 0
+    head = [h for c in cols for h in ([c, "c16 vs first"] if c == "c16" and ratio else [c])]
+    lines = [f"| {variant}: setting | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for name in samples:
+        cells = {c: f"{median(name, c):.1f}" for c in cols}
+        cells["errors"] = f"{sum(int(r['errors']) for r in samples[name])}"
+        if ratio:
+            cells["c16 vs first"] = f"{median(name, 'c16') / median(first, 'c16'):.2f}"
+        lines.append(f"| {name} | " + " | ".join(cells[c] for c in head) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--service-env takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="b0")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--requests", type=int, default=150, help="per level (at most)")
+    parser.add_argument("--level-seconds", type=float, default=8.0, help="per level (at most)")
+    parser.add_argument("--no-phone", action="store_true", help="web photos only")
+    parser.add_argument("--service-env", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
-    model = ensure_model(args.variant, DEFAULT_WEIGHTS.get(args.variant, "random"),
-                         Path("artifacts/bench-models"))  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    model = ensure_model(args.variant, DEFAULT_WEIGHTS.get(args.variant, "random"), args.models_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    photos = make_photo_set(args.out_dir / "lever-photos-all")
-    web = [p for p in photos if p.size == WEB_SIZE]
-    phone = [p for p in photos if p.size == PHONE_SIZE]
+    sizes = (WEB_SIZE,) if args.no_phone else (WEB_SIZE, PHONE_SIZE)
+    photos = make_photo_set(args.out_dir / "lever-photos", sizes=sizes)
+    counts = dataclasses.replace(FULL, requests=args.requests, level_seconds=args.level_seconds)
+    plan = Plan(
+        variant=args.variant,
+        model=model,
+        web=[p for p in photos if p.size == WEB_SIZE],
+        phone=[p for p in photos if p.size == PHONE_SIZE],
+        levels=tuple(args.levels),
+        counts=counts,
+        base_env=_env_pairs(args.service_env),
+        log=args.out_dir / "service-levers.log",
+    )
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in args.configs}
     for _ in range(args.rounds):
         for name in args.configs:
-            figures = measure(name, args.variant, model, web, phone, args.out_dir / "sl.log")
+            figures = measure(name, plan)
             samples[name].append(figures)
             print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
-    md = table(args.variant, samples)
+    md = table(args.variant, samples, columns(plan.levels, bool(plan.phone)))
     print(md)
     path = args.out_dir / f"service-levers-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     path.write_text(md)

@@ -55,7 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"service base URL (env EFFICIENTNET_URL, default {DEFAULT_URL})",
     )
     parser.add_argument(
-        "--top-k", type=_int_in(1, 1000), default=5, help="labels per image (default 5)"
+        "--top-k",
+        type=_int_in(1, 1000),
+        default=None,
+        help="labels per image, at most the model's class count (default 5, or every class of "
+        "a model with fewer)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument(

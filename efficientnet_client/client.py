@@ -21,7 +21,7 @@ MAX_RETRY_WAIT_S = 5.0
 @dataclass(frozen=True)
 class Request:
     url: str
-    top_k: int
+    top_k: int | None  # None: the server's default (5, or every class of a smaller model)
     api_key: str | None
     concurrency: int
     timeout_s: float
@@ -55,19 +55,18 @@ def _retry_after(response: httpx.Response) -> float | None:
         return 1.0
 
 
-async def _post(client: httpx.AsyncClient, path: Path, top_k: int) -> httpx.Response:
+async def _post(client: httpx.AsyncClient, path: Path, top_k: int | None) -> httpx.Response:
     data = path.read_bytes()
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    params = {} if top_k is None else {"top_k": top_k}
     for _attempt in range(MAX_ATTEMPTS - 1):
         files = {"file": (path.name, data, mime)}
-        response = await client.post("/classify", params={"top_k": top_k}, files=files)
+        response = await client.post("/classify", params=params, files=files)
         wait = _retry_after(response)
         if wait is None:
             return response
         await asyncio.sleep(wait)
-    return await client.post(
-        "/classify", params={"top_k": top_k}, files={"file": (path.name, data, mime)}
-    )
+    return await client.post("/classify", params=params, files={"file": (path.name, data, mime)})
 
 
 def _outcome(name: str, response: httpx.Response) -> Outcome:
@@ -85,7 +84,7 @@ def _outcome(name: str, response: httpx.Response) -> Outcome:
     )
 
 
-async def classify_one(client: httpx.AsyncClient, path: Path, top_k: int) -> Outcome:
+async def classify_one(client: httpx.AsyncClient, path: Path, top_k: int | None) -> Outcome:
     name = str(path)
     try:
         response = await _post(client, path, top_k)

@@ -8,23 +8,49 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_export.variants import VARIANTS, get_variant
+from model_export.variants import VARIANTS, get_architecture
 
 # The paper's compound-scaling coefficients: FLOPs grow by (α·β²·γ²)^φ ≈ 2^φ.
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 
 
+USER_ERROR = 2  # every refusal: exit status 2 and one `error: ...` line on stderr
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        # One line (argparse would print the usage first); `--help` shows the usage.
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(USER_ERROR)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="efficientnet-export",
         description="Export an EfficientNet variant to a verified, self-describing ONNX graph.",
     )
     p.add_argument("--list", action="store_true", help="print the variant table and exit")
-    p.add_argument("--variant", choices=list(VARIANTS), help="b0..b7, lite0..lite4")
+    p.add_argument(
+        "--variant",
+        help=f"{', '.join(VARIANTS)}, or a timm name (efficientnet_b0, tf_efficientnet_b3); "
+        "optional when the weights name it (a Hub folder's config.json)",
+    )
     p.add_argument(
         "--weights",
         default="imagenet",
-        help="'imagenet' (published weights), 'random' (seeded), or a .pth/.pt/.safetensors path",
+        help="'imagenet' (published weights), 'random' (seeded), a .pth/.pt/.bin/.safetensors "
+        "file, a Hub folder (config.json + model.safetensors), or hf-hub:ORG/REPO",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="class names, one per line or a JSON list, in index order (required when the "
+        "checkpoint does not have ImageNet's 1000 classes)",
+    )
+    p.add_argument(
+        "--name",
+        help="the model's name: the file NAME.onnx and the served model (default "
+        "efficientnet_<variant>)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     p.add_argument("--output-dir", type=Path, default=Path("models"))
@@ -87,26 +113,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(variant_table())
         return 0
 
+    try:
+        result = run(args)
+    except UserError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return USER_ERROR
+    from model_export.export import describe
+
+    print(f"{result.metadata['precision']} graph {result.verification.summary()}")
+    print(describe(result))
+    return 0
+
+
+class UserError(Exception):
+    """Raised by run() for every refusal the CLI reports with exit status 2."""
+
+
+def run(args: argparse.Namespace):
     import torch
 
-    from model_export.export import ExportError, describe, export
+    from model_export.export import ExportError, check_name, export
+    from model_export.labels import LabelsError, read_labels, resolve_labels
     from model_export.weights import WeightsError, load_model
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
-    variant = get_variant(args.variant)
     try:
-        model, info = load_model(variant, args.weights, seed=args.seed, cache_dir=args.cache_dir)
-        result = export(model, info, args.output_dir, fp16=args.fp16)
-    except (WeightsError, ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.fp16:
-        print(
-            f"fp16 vs fp32 PyTorch: top-1 agreement {result.top1_agreement:.1%}, "
-            f"max |Δlogit| {result.max_abs_diff:.3g}"
-        )
-    print(describe(result))
-    return 0
+        arch = get_architecture(args.variant)
+        if args.name is not None:
+            check_name(args.name)
+        given = read_labels(args.labels) if args.labels is not None else None
+        model, info = load_model(arch, args.weights, seed=args.seed, cache_dir=args.cache_dir)
+        labels = resolve_labels(info.num_classes, given, bundled=info.labels)
+        _say_what_was_taken(info)
+        return export(model, info, args.output_dir, fp16=args.fp16, name=args.name, labels=labels)
+    except (ValueError, WeightsError, ExportError, LabelsError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _say_what_was_taken(info) -> None:
+    pre = info.preprocessing
+    container = f"checkpoint entry {info.container!r}" if info.container else "a bare state dict"
+    if info.source in ("file", "hub", "imagenet"):
+        print(f"weights: {info.key_layout} layout, {container}, {info.num_classes} classes")
+    print(
+        f"preprocessing ({info.preprocessing_source}): resize {pre.resize_size} -> crop "
+        f"{pre.crop_size}, {pre.interpolation}, mean {list(pre.mean)}, std {list(pre.std)}"
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

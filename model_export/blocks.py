@@ -91,8 +91,12 @@ class SqueezeExcitation(nn.Module):
         self.scale_activation = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-        return x * s
+        # fp16 graphs keep this layer in fp32 (export._half_copy): pooling a large map in
+        # half precision overflows. The casts exist only when the dtypes differ.
+        dtype = self.fc1.weight.dtype
+        pooled = self.avgpool(x if x.dtype == dtype else x.to(dtype))
+        s = self.scale_activation(self.fc2(self.activation(self.fc1(pooled))))
+        return x * (s if s.dtype == x.dtype else s.to(x.dtype))
 
 
 class StochasticDepth(nn.Module):

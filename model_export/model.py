@@ -33,7 +33,10 @@ class EfficientNet(nn.Module):
         _init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
+        x = self.features(x)
+        # fp16 graphs pool and classify in fp32 (export._half_copy): the pooled sum overflows.
+        dtype = self.classifier[1].weight.dtype
+        x = self.avgpool(x if x.dtype == dtype else x.to(dtype))
         return self.classifier(torch.flatten(x, 1))
 
 
@@ -76,13 +79,16 @@ def _init_like_torchvision(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(variant: Variant, style: ConvStyle | None = None) -> EfficientNet:
-    """The network in eval mode. `style` defaults to torchvision's (symmetric, eps 1e-5)."""
+def build_model(
+    variant: Variant, style: ConvStyle | None = None, num_classes: int = NUM_CLASSES
+) -> EfficientNet:
+    """The network in eval mode. `style` defaults to torchvision's (symmetric padding, the
+    variant's BN eps)."""
     if style is None:
         style = ConvStyle(bn_eps=variant.bn_eps, activation=variant.activation)
     elif style.activation != variant.activation:
         raise ValueError(f"{variant.name} uses {variant.activation}, not {style.activation}")
-    return EfficientNet(variant, style).eval()
+    return EfficientNet(variant, style, num_classes).eval()
 
 
 def count_params(model: nn.Module) -> int:

@@ -7,6 +7,7 @@ hard-codes a width, a resolution or a weights URL.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -206,15 +207,46 @@ _VARIANTS: tuple[Variant, ...] = (
     # No published PyTorch file for lite3/lite4: --weights PATH or random only.
     Variant("lite3", "efficientnet-lite", 1.2, 1.4, 280, 0.3, None),
     Variant("lite4", "efficientnet-lite", 1.4, 1.8, 300, 0.3, None),
+    # timm's TensorFlow ports beyond the paper (Xie et al., Noisy Student, 2020): weights from
+    # a file or the Hub only (--weights PATH | DIR | hf-hub:timm/tf_efficientnet_b8.ap_in1k).
+    Variant("b8", "efficientnet", 2.2, 3.6, 672, 0.5, None, bn_eps=1e-3),
+    Variant("l2", "efficientnet", 4.3, 5.3, 800, 0.5, None, bn_eps=1e-3),
 )  # fmt: skip
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANTS}
 
 
+# timm's architecture names: `tf_` marks weights ported from TensorFlow (TF "SAME" padding,
+# BN eps 1e-3); plain `efficientnet_` ones were trained in PyTorch (symmetric, eps 1e-5).
+TIMM_NAME = re.compile(r"^(tf_)?efficientnet_(b[0-8]|l2|lite[0-4])$")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A variant of the table, plus the timm architecture name when one was given."""
+
+    variant: Variant
+    timm_name: str | None = None
+
+    @property
+    def tf_trained(self) -> bool | None:
+        """True/False when the timm name says how the weights were trained, else None."""
+        return None if self.timm_name is None else self.timm_name.startswith("tf_")
+
+
 def get_variant(name: str) -> Variant:
-    try:
-        return VARIANTS[name.lower()]
-    except KeyError:
-        raise ValueError(
-            f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}"
-        ) from None
+    return get_architecture(name).variant
+
+
+def get_architecture(name: str) -> Architecture:
+    """`b3`, or a timm name such as `tf_efficientnet_b3` / `efficientnet_b0`."""
+    key = name.lower()
+    if key in VARIANTS:
+        return Architecture(VARIANTS[key])
+    match = TIMM_NAME.match(key)
+    if match:
+        return Architecture(VARIANTS[match.group(2)], key)
+    raise ValueError(
+        f"unknown variant {name!r}; choose one of: {', '.join(VARIANTS)}, or a timm name "
+        "(efficientnet_b0, tf_efficientnet_b3, ...)"
+    )

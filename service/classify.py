@@ -1,4 +1,4 @@
-"""The one way an upload becomes predictions: preprocess (thread pool) → batcher → softmax/top-k.
+"""The one way an upload becomes predictions: decode (worker process) → batcher → softmax/top-k.
 
 ``/classify`` and ``/classify/batch`` call ``classify_image_bytes``; the Open Inference
 Protocol's BYTES input shares ``preprocess_bytes`` and ``within_timeout``.
@@ -14,23 +14,35 @@ from typing import TypeVar
 import numpy as np
 
 from .batcher import BatchTiming
-from .errors import RequestTimeout
-from .preprocess import preprocess
+from .errors import RequestTimeout, ServiceError
 from .ranking import softmax, top_k
 from .runtime import Runtime
 from .schemas import ClassifyResponse, Prediction, Timing
 
 T = TypeVar("T")
 
+DEFAULT_TOP_K = 5
+
+
+def resolve_top_k(requested: int | None, classes: int) -> int:
+    """The ``top_k`` to answer with: 5 by default, or every class of a smaller model; a request
+    for more than the model has is refused (422, naming the bound), never silently cut."""
+    if requested is None:
+        return min(DEFAULT_TOP_K, classes)
+    if requested > classes:
+        raise ServiceError(
+            f"query.top_k: this model has {classes} classes, so top_k must be from 1 to "
+            f"{classes}; got {requested}",
+            status_code=422,
+            code="invalid_request",
+        )
+    return requested
+
 
 async def preprocess_bytes(runtime: Runtime, data: bytes) -> np.ndarray:
-    """Decode + resize + crop in the preprocessing pool, off the event loop."""
+    """Decode + resize + crop in a decode worker process, within its budgets (service/decoding)."""
     started = time.perf_counter()
-    spec = runtime.session.metadata.preprocessing
-    loop = asyncio.get_running_loop()
-    image = await loop.run_in_executor(
-        runtime.executor, preprocess, data, spec, runtime.settings.max_image_pixels
-    )
+    image = await runtime.decoder.preprocess(data)
     runtime.metrics.preprocess.observe(time.perf_counter() - started)
     return image
 

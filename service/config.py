@@ -12,9 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import StartupError
 
-Variant = Literal[
-    "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite0", "lite1", "lite2", "lite3", "lite4"
-]
+# The service keeps no list of variants (that table is model_export/variants.py): a model file
+# says which it holds, and EFFICIENTNET_VARIANT only picks a file in EFFICIENTNET_MODEL_DIR or
+# cross-checks the one EFFICIENTNET_MODEL_PATH names.
+VARIANT_PATTERN = r"^[a-z0-9_]+$"
+DEFAULT_VARIANT = "lite0"
 Device = Literal["auto", "cuda", "cpu"]
 ENV_PREFIX = "EFFICIENTNET_"
 MiB = 1024 * 1024
@@ -30,6 +32,10 @@ CPU_BATCHING = (2, 0.0)
 GPU_BATCHING = (32, 2.0)
 CPU_INFERENCE_WORKERS = 2
 GPU_INFERENCE_WORKERS = 1
+# The default decode memory budget per pixel of the pixel limit: the costliest image the
+# service takes (a progressive 4:4:4 JPEG: 6 bytes of coefficients a pixel; an RGBA image with
+# an EXIF rotation: 2 × 4 bytes) fits alone.
+DECODE_BYTES_PER_PIXEL = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    variant: Variant = "lite0"
+    # None: read from the file given by model_path, else DEFAULT_VARIANT (see expected_variant).
+    variant: str | None = Field(default=None, pattern=VARIANT_PATTERN)
     model_dir: Path = Path("models")
     model_path: Path | None = None
     device: Device = "auto"
@@ -64,6 +71,14 @@ class Settings(BaseSettings):
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
 
+    # Decoding (service/decoding.py): one worker process per preprocessing thread, each decode
+    # killed past decode_timeout_s (a 50 MP PNG takes ~4 s on the 2-core CI machine); all
+    # decodes at once hold at most decode_memory_mb, as estimated from their headers (None: 8
+    # bytes per pixel of max_image_pixels, 381 MiB at 50 MP: any one image under the pixel
+    # limit fits, two of the largest wait for each other).
+    decode_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    decode_memory_mb: int | None = Field(default=None, ge=16, le=1_000_000)
+
     api_key: SecretStr | None = None
 
     # None = derived from the core count (see thread_counts()).
@@ -74,15 +89,30 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("api_key", "model_path", mode="before")
+    @field_validator("api_key", "model_path", "variant", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `EFFICIENTNET_API_KEY=` in a compose file means "no key", not "the empty key".
         return None if value == "" else value
 
     @property
+    def expected_variant(self) -> str | None:
+        """The variant the model file must hold; None: whatever the file named by
+        EFFICIENTNET_MODEL_PATH holds (EFFICIENTNET_VARIANT is then only a cross-check)."""
+        if self.variant is not None:
+            return self.variant
+        return None if self.model_path is not None else DEFAULT_VARIANT
+
+    @property
     def resolved_model_path(self) -> Path:
-        return self.model_path or self.model_dir / f"efficientnet_{self.variant}.onnx"
+        variant = self.variant or DEFAULT_VARIANT
+        return self.model_path or self.model_dir / f"efficientnet_{variant}.onnx"
+
+    @property
+    def decode_memory_bytes(self) -> int:
+        if self.decode_memory_mb is None:
+            return self.max_image_pixels * DECODE_BYTES_PER_PIXEL
+        return self.decode_memory_mb * MiB
 
     def batch_policy(self, provider: str) -> BatchPolicy:
         cpu = provider == "CPUExecutionProvider"

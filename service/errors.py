@@ -123,3 +123,17 @@ class BodyTimeout(ServiceError):
 class InferenceFailed(ServiceError):
     status_code = 500
     code = "inference_failed"
+
+
+class DecodeTooExpensive(ServiceError):
+    """Decoding would cost (or did cost) more than its budget: too slow, too many scans (422)."""
+
+    status_code = 422
+    code = "decode_too_expensive"
+
+
+class DecodeFailed(ServiceError):
+    """The decoder itself failed on this image (its worker process crashed) (422)."""
+
+    status_code = 422
+    code = "decode_failed"

@@ -2,7 +2,8 @@
 
 Endpoints (all under ``/v2``): ``GET /health/live``, ``GET /health/ready``, ``GET /`` (server
 metadata), ``GET /models/{name}[/versions/1]`` (model metadata), ``GET .../ready`` and
-``POST .../infer``. The model is ``efficientnet_<variant>``, version ``1``.
+``POST .../infer``. The model's name is the one its file's metadata gives (the exporter's
+``--name``; ``efficientnet_<variant>`` for files without one), version ``1``.
 
 A request carries exactly one of three inputs; the model metadata lists them:
 
@@ -19,10 +20,11 @@ A request carries exactly one of three inputs; the model metadata lists them:
   exactly like ``/classify``. With the binary tensor extension each element is the raw file; in
   plain JSON each element is the file in base64 (JSON strings cannot carry raw bytes).
 
-Outputs: ``probabilities`` FP32 ``[N, classes]`` (softmax), returned when no ``outputs`` are
-requested; and on request ``labels`` BYTES ``[N, K]`` in Triton's classification format
-``"score:index:label"``, best first, with K from the output's ``classification`` (Triton/KServe)
-or ``top_k`` parameter (default 5). As in Triton, asking ``probabilities`` for
+Outputs: ``probabilities`` FP32 ``[N, classes]`` (softmax; ``classes`` is the model's own class
+count), returned when no ``outputs`` are requested; and on request ``labels`` BYTES ``[N, K]`` in
+Triton's classification format ``"score:index:label"``, best first, with K from the output's
+``classification`` (Triton/KServe) or ``top_k`` parameter (default 5, or every class of a smaller
+model; at most the class count). As in Triton, asking ``probabilities`` for
 ``classification: K`` turns that output into the same K strings.
 
 Both request and response may use the binary tensor data extension (the default of
@@ -56,7 +58,7 @@ from . import __version__
 from .admission import Ticket
 from .classify import preprocess_bytes, within_timeout
 from .dependencies import current_runtime, get_runtime, require_api_key
-from .errors import BadRequest, ServiceError, UnsupportedMediaType
+from .errors import BadRequest, NotReady, ServiceError, UnsupportedMediaType
 from .oip_wire import (
     HEADER_LENGTH,
     INPUT_ENCODED,
@@ -294,7 +296,7 @@ def plan_outputs(request: InferenceRequest, classes: int) -> list[OutputPlan]:
         asked = p.get("classification", p.get("top_k"))
         k = None
         if output.name == OUTPUT_LABELS or asked not in (None, 0):
-            chosen = DEFAULT_LABELS_K if asked in (None, 0) else asked
+            chosen = min(DEFAULT_LABELS_K, classes) if asked in (None, 0) else asked
             k = _positive_int(chosen, f"output '{output.name}': classification/top_k", classes)
         plans.append(OutputPlan(output.name, k, binary))
     return plans
@@ -358,7 +360,12 @@ def _json(body: dict[str, Any], status_code: int = 200) -> Response:
 
 
 def served_model(request: Request) -> str:
-    return f"efficientnet_{request.app.state.settings.variant}"
+    """The name in the model file's metadata (``ModelMetadata.model_name``)."""
+    runtime = current_runtime(request)
+    session = runtime.session if runtime is not None else request.app.state.preloaded_session
+    if session is None:  # only while the lifespan is still loading the model
+        raise NotReady("model is not loaded yet")
+    return session.metadata.model_name
 
 
 def _check_model(request: Request, name: str, version: str | None) -> str:

@@ -280,7 +280,7 @@ def normalized_to_pixels(x: np.ndarray, mean: tuple[float, ...], std: tuple[floa
         raise BadRequest(
             f"input '{INPUT_NORMALIZED}' is outside what (pixels/255 - mean)/std can give with "
             f"mean={list(mean)}, std={list(std)}: per channel the range is "
-            f"{[round(v, 4) for v in lo]}..{[round(v, 4) for v in hi]}; "
+            f"{[round(float(v), 4) for v in lo]}..{[round(float(v), 4) for v in hi]}; "
             f"these values map to pixel levels {low:.2f}..{high:.2f} (allowed 0..255)"
         )
     rounded = np.rint(levels)

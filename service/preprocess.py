@@ -1,6 +1,7 @@
 """Upload bytes → the model's uint8 input, as torchvision's ``ImageClassification`` eval transform.
 
-Runs in the preprocessing thread pool (Pillow releases the GIL while decoding and resizing).
+The service runs ``preprocess`` in its decode worker processes (service/decoding.py), which
+bound its time and memory; it is plain code that any process can call.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
 from .schemas import PreprocessingSpec
@@ -53,6 +56,43 @@ _WIDE_INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 WHITE = (255, 255, 255)
 
+# ICC profiles from cameras and editors run to a few MB (print profiles, v4 LUT-based ones).
+# Pillow inflates a PNG's iCCP chunk under its text-chunk bound (1 MB), so such photos were
+# refused as corrupt; the total of text chunks stays under Pillow's own MAX_TEXT_MEMORY.
+MiB = 1024 * 1024
+MAX_ICC_PROFILE_BYTES = 16 * MiB
+
+# to_model_input converts and resizes the kept region this many rows at a time: the mode
+# conversion's copies (alpha over white: three of them) then cost a strip, not the image.
+STRIP_ROWS = 256
+
+
+def configure_pillow(max_pixels: int) -> None:
+    """Process-wide Pillow settings the service needs (called at start-up and in each worker).
+
+    Pillow's own pixel check (refusing over twice MAX_IMAGE_PIXELS at open) stays as a backstop
+    behind open_image's: only raised, so a configured limit above Pillow's default is honoured.
+    """
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, MAX_ICC_PROFILE_BYTES)
+
+
+# Pillow messages that name its own settings; a client gets what they mean instead.
+_PILLOW_WORDING = {
+    "PngImagePlugin.MAX_TEXT_CHUNK": "a compressed PNG text or ICC profile chunk inflates "
+    f"past {MAX_ICC_PROFILE_BYTES // MiB} MiB",
+    "MAX_TEXT_MEMORY": "the PNG's text chunks inflate past 64 MiB in all",
+}
+
+
+def describe(exc: Exception) -> str:
+    """Pillow's reason for refusing a file, without its internal names."""
+    message = str(exc) or type(exc).__name__
+    for internal, meaning in _PILLOW_WORDING.items():
+        if internal in message:
+            return meaning
+    return message
+
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Parse only the header; refuse empty bodies, non-images and oversized canvases."""
@@ -73,7 +113,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None
     except Exception as exc:  # a header Pillow recognizes but cannot parse
-        raise BadImage(f"corrupt image header: {exc}") from None
+        raise BadImage(f"corrupt image header: {describe(exc)}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -100,25 +140,41 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
-    """Decode an upload to an upright RGB image; raises ServiceError 400/413/415.
+def load_upright(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
+    """Decode an upload, upright but in its own mode; raises ServiceError 400/413/415.
 
     ``draft_to``: the shorter side the caller will resize to; lets big JPEGs decode smaller.
     """
     img = open_image(data, max_pixels)
-    try:
+    with _decoding_errors():
         if draft_to and img.format == "JPEG":
             side = draft_to * DRAFT_HEADROOM
             img.draft(img.mode, (side, side))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        # In place: the default returns a copy even when there is nothing to rotate, which
+        # doubled every decode's memory.
+        ImageOps.exif_transpose(img, in_place=True)
+        return img
+
+
+def decode_image(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
+    """Decode an upload to an upright RGB image; raises ServiceError 400/413/415."""
+    img = load_upright(data, max_pixels, draft_to)
+    with _decoding_errors():
         return to_rgb(img)
+
+
+@contextmanager
+def _decoding_errors() -> Iterator[None]:
+    """Pillow's failures while decoding → the service's errors, in words a client can use."""
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image too large: {exc}") from None
     except MemoryError:
         raise  # not a corrupt image: preprocess() answers 413
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
-        raise BadImage(f"truncated or corrupt image: {exc}") from None
+        raise BadImage(f"truncated or corrupt image: {describe(exc)}") from None
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -150,7 +206,7 @@ def _reach(low: float, high: float, scale: float, support: float, limit: int) ->
 
 
 def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
-    """RGB image → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph).
+    """Image (any mode) → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph).
 
     Resizes only the region the center crop keeps, never the whole image: a 1×4000 strip would
     otherwise become 256×1,024,000 (~1 GB) before the crop. It copies out the source pixels the
@@ -159,16 +215,24 @@ def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
     vertically like Pillow's own resize: the result equals resize-then-crop, within a level. (One
     two-axis box resize does not: it may run the passes in the other order, and bicubic
     overshoot clipped between the passes then differs by up to ~20 levels.)
+
+    The horizontal pass reads one row at a time, and to_rgb works pixel by pixel, so both run
+    STRIP_ROWS rows at a time: the same bytes as converting and resizing the whole region, for
+    a fraction of the memory (an RGBA photo's conversion to RGB took three full copies).
     """
     left, top, right, bottom = crop_box(*img.size, spec)
     crop = spec.crop_size
     support = FILTER_SUPPORT[spec.interpolation]
     x0, x1 = _reach(left, right, (right - left) / crop, support, img.width)
     y0, y1 = _reach(top, bottom, (bottom - top) / crop, support, img.height)
-    region = img.crop((x0, y0, x1, y1))
     resample = RESAMPLE[spec.interpolation]
-    rows = y1 - y0
-    across = region.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
+    across = Image.new("RGB", (crop, y1 - y0))
+    for start in range(y0, y1, STRIP_ROWS):
+        end = min(start + STRIP_ROWS, y1)
+        strip = to_rgb(img.crop((x0, start, x1, end)))
+        rows = end - start
+        part = strip.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
+        across.paste(part, (0, start - y0))
     out = across.resize((crop, crop), resample, box=(0, top - y0, crop, bottom - y0))
     return np.asarray(out)
 
@@ -176,7 +240,9 @@ def to_model_input(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
 def preprocess(data: bytes, spec: PreprocessingSpec, max_pixels: int) -> np.ndarray:
     """Upload bytes → uint8 HWC model input; raises ServiceError (4xx) for anything refused."""
     try:
-        return to_model_input(decode_image(data, max_pixels, draft_to=spec.resize_size), spec)
+        img = load_upright(data, max_pixels, draft_to=spec.resize_size)
+        with _decoding_errors():
+            return to_model_input(img, spec)
     except MemoryError:
         # Under the pixel limit but still more than this process can hold right now.
         raise ImageTooLarge("image too large to decode with the memory available") from None

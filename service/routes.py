@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from .classify import classify_image_bytes
+from .classify import classify_image_bytes, resolve_top_k
 from .dependencies import current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
@@ -26,7 +26,7 @@ from .schemas import (
     ReadyResponse,
 )
 
-RAW_TYPES = ("image/", "application/octet-stream")
+RAW_TYPE = "application/octet-stream"  # or any image/*
 BINARY = {"type": "string", "format": "binary"}
 
 
@@ -37,7 +37,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         408: "the request body was not received within the request timeout",
         413: "body over EFFICIENTNET_MAX_UPLOAD_BYTES or image over EFFICIENTNET_MAX_IMAGE_PIXELS",
         415: "not an image, or an unsupported format or content type",
-        422: "invalid parameter (e.g. top_k outside 1..1000)",
+        422: "invalid parameter (e.g. top_k outside 1..the model's class count), or an image "
+        "too costly to decode",
         503: "model not ready, or queue full (with Retry-After)",
         504: "not finished within EFFICIENTNET_REQUEST_TIMEOUT_S",
     }
@@ -65,21 +66,36 @@ def _batch_upload_body() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-TopK = Annotated[int, Query(ge=1, le=1000, description="how many classes to return")]
+# The upper bound is the served model's class count, checked by resolve_top_k (422).
+TopK = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        description="how many classes to return: 1 to the model's class count (`label_count` in "
+        "/metadata); default 5, or every class of a model with fewer",
+    ),
+]
 
 router = APIRouter()
 protected = APIRouter(dependencies=[Depends(require_api_key)])
 
 
+def _media_type(request: Request) -> str:
+    """The Content-Type's media type, lower-cased: RFC 9110 makes type and subtype
+    case-insensitive (``IMAGE/JPEG``, ``Multipart/Form-Data``)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def _read_single_upload(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise BadRequest("multipart upload needs a file in the field 'file'")
             return await upload.read()
-    if content_type and not content_type.startswith(RAW_TYPES):
+    if media_type and not (media_type.startswith("image/") or media_type == RAW_TYPE):
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' "
             "field, or the image itself as image/* or application/octet-stream"
@@ -95,12 +111,13 @@ async def _read_single_upload(request: Request) -> bytes:
     responses=_errors(400, 401, 408, 413, 415, 422, 503, 504),
 )
 async def classify(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = None
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
+    k = resolve_top_k(top_k, runtime.session.classes)
     with runtime.admission.admit():  # refuses (503) before reading the body when full
         data = await _read_single_upload(request)
-        return await classify_image_bytes(runtime, data, top_k)
+        return await classify_image_bytes(runtime, data, k)
 
 
 async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchItem:
@@ -121,11 +138,11 @@ async def _classify_one(runtime: Runtime, upload: UploadFile, k: int) -> BatchIt
     responses=_errors(400, 401, 408, 413, 415, 422, 503),
 )
 async def classify_batch(
-    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = 5
+    request: Request, runtime: Annotated[Runtime, Depends(get_runtime)], top_k: TopK = None
 ) -> BatchResponse:
     """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    k = resolve_top_k(top_k, runtime.session.classes)
+    if _media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
     # One slot at the door (refused before reading the body), one per file once they are known.
@@ -136,7 +153,7 @@ async def classify_batch(
                 raise BadRequest("multipart upload needs at least one file in the field 'file'")
             ticket.grow_to(len(uploads))
             # All files at once: they preprocess in parallel and ride the same batches.
-            items = await asyncio.gather(*(_classify_one(runtime, u, top_k) for u in uploads))
+            items = await asyncio.gather(*(_classify_one(runtime, u, k) for u in uploads))
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 
@@ -173,6 +190,7 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
     session, settings, policy = runtime.session, runtime.settings, runtime.batch_policy
     meta = session.metadata
     return MetadataResponse(
+        name=meta.model_name,
         variant=meta.variant,
         family=meta.family,
         resolution=meta.preprocessing.crop_size,
@@ -187,9 +205,10 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
         ),
         model_sha256=session.sha256,
         model_path=str(session.path),
-        label_count=len(meta.labels),
+        label_count=session.classes,
         weights=meta.weights,
         precision=meta.precision,
+        verification=meta.verification,
         onnxruntime_version=ort.__version__,
         limits={
             "max_upload_bytes": settings.max_upload_bytes,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .admission import Admission
 from .batcher import Batcher
 from .config import BatchPolicy, Settings
+from .decoding import Decoder
 from .metrics import Metrics
 from .session import ModelSession
 
@@ -21,4 +22,5 @@ class Runtime:
     executor: ThreadPoolExecutor  # the preprocessing pool
     batch_policy: BatchPolicy
     admission: Admission  # bounds the requests in preprocessing + queue + inference
+    decoder: Decoder  # decodes uploads in worker processes, within time and memory budgets
     ready: bool = False

@@ -37,8 +37,12 @@ class WeightsInfo(BaseModel):
     origin: str | None = None
     sha256: str | None = None
     key_layout: str | None = None
+    container: str | None = None  # the checkpoint dict's entry the weights came from, if any
     seed: int | None = None
     published_top1: float | None = None
+
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class ModelMetadata(BaseModel):
@@ -47,15 +51,26 @@ class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_version: Literal[1]
-    variant: str
+    # Any name the exporter's variant table has, today's or a future one: the service keeps
+    # no list of its own.
+    variant: str = Field(pattern=r"^[a-z0-9_]+$")
     family: str
     resolution: int
     preprocessing: PreprocessingSpec
-    labels: list[str] = Field(min_length=1)
+    # Index order; as many as the graph's classes (checked against the graph in session.py).
+    labels: list[str] = Field(min_length=2)
     weights: WeightsInfo
+    # The Open Inference Protocol model name; older files have none (see model_name).
+    name: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
     architecture: dict[str, Any] = Field(default_factory=dict)
     precision: Literal["fp32", "fp16"] = "fp32"
+    verification: dict[str, Any] | None = None
     exporter: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """What the model is served as: the exported ``--name``, else ``efficientnet_<variant>``."""
+        return self.name or f"efficientnet_{self.variant}"
 
 
 # --- Responses ---------------------------------------------------------------------------------
@@ -123,7 +138,20 @@ class BatchingInfo(BaseModel):
     max_queue: int
 
 
+class Limits(BaseModel):
+    """The request limits in force; counts are integers (JSON ``20971520``, not ``20971520.0``)."""
+
+    max_upload_bytes: int = Field(description="request body limit")
+    max_image_pixels: int = Field(description="width × height limit, from the image header")
+    request_timeout_s: float
+    max_batch_files: int = Field(description="files per /classify/batch request")
+
+
 class MetadataResponse(BaseModel):
+    name: str = Field(
+        examples=["efficientnet_lite0"],
+        description="the model's name (the Open Inference Protocol's /v2/models/<name>)",
+    )
     variant: str
     family: str
     resolution: int = Field(description="the side of the square image the graph takes")
@@ -133,8 +161,11 @@ class MetadataResponse(BaseModel):
     batching: BatchingInfo
     model_sha256: str
     model_path: str
-    label_count: int
+    label_count: int = Field(description="the model's class count; top_k is at most this")
     weights: WeightsInfo
     precision: str
+    verification: dict[str, Any] | None = Field(
+        default=None, description="what the exporter checked the graph against (newer files)"
+    )
     onnxruntime_version: str
-    limits: dict[str, float]
+    limits: Limits

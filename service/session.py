@@ -26,7 +26,7 @@ CPU = "CPUExecutionProvider"
 
 
 class ModelSession:
-    """An onnxruntime session over one ``efficientnet_<variant>.onnx``, and its metadata."""
+    """An onnxruntime session over one exported ``.onnx`` file, and its metadata."""
 
     def __init__(
         self, session: ort.InferenceSession, metadata: ModelMetadata, sha256: str, path: Path
@@ -48,12 +48,7 @@ class ModelSession:
         session = _create_session(data, path, settings)
         metadata = _read_metadata(session, path)
         _check_graph(session, metadata, path)
-        if metadata.variant != settings.variant:
-            raise StartupError(
-                f"{path} holds variant {metadata.variant!r} but EFFICIENTNET_VARIANT is "
-                f"{settings.variant!r}; set EFFICIENTNET_VARIANT={metadata.variant} or use the "
-                f"{settings.variant} model file"
-            )
+        _check_variant(metadata, settings.expected_variant, path)
         model = cls(session, metadata, hashlib.sha256(data).hexdigest(), path)
         model._check_device(settings.device)
         return model
@@ -71,6 +66,11 @@ class ModelSession:
                 "Inference will be much slower than on a GPU. !!!",
                 self.provider,
             )
+
+    @property
+    def classes(self) -> int:
+        """The graph's class count (= the labels in the metadata, checked at load)."""
+        return len(self.metadata.labels)
 
     @property
     def crop_size(self) -> int:
@@ -164,6 +164,18 @@ def _read_metadata(session: ort.InferenceSession, path: Path) -> ModelMetadata:
             f"{path}: {METADATA_KEY!r} metadata does not match the contract: {where}: "
             f"{first['msg']}"
         ) from None
+
+
+def _check_variant(metadata: ModelMetadata, expected: str | None, path: Path) -> None:
+    """A file named by EFFICIENTNET_MODEL_PATH alone says its own variant; EFFICIENTNET_VARIANT,
+    when set, must agree with it (a mismatch is a deployment mistake, not something to guess)."""
+    if expected is None or metadata.variant == expected:
+        return
+    raise StartupError(
+        f"{path} holds variant {metadata.variant!r} but EFFICIENTNET_VARIANT is {expected!r}; "
+        f"set EFFICIENTNET_VARIANT={metadata.variant} (or leave it unset with "
+        f"EFFICIENTNET_MODEL_PATH) or use the {expected} model file"
+    )
 
 
 def _check_graph(session: ort.InferenceSession, metadata: ModelMetadata, path: Path) -> None:

@@ -62,6 +62,32 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _status_or_zero(pid: int, key: str) -> int:
+    try:
+        return proc_status(pid)[key]
+    except OSError:  # a worker that exited between listing and reading
+        return 0
+
+
 @dataclass
 class Server:
     url: str
@@ -72,15 +98,23 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def pids(self) -> list[int]:
+        """The server and its descendants (the decode worker processes, their forkserver)."""
+        return [self.pid, *descendants(self.pid)]
+
     def rss_kb(self) -> int:
-        return proc_status(self.pid)["VmRSS"]
+        """VmRSS of the server and its worker processes together."""
+        return sum(_status_or_zero(pid, "VmRSS") for pid in self.pids())
 
     def hwm_kb(self) -> int:
-        return proc_status(self.pid)["VmHWM"]
+        """VmHWM summed over the server and its workers: at least their peak together."""
+        return sum(_status_or_zero(pid, "VmHWM") for pid in self.pids())
 
     def reset_peak(self) -> None:
         """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5), to measure one phase's peak."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a worker that just exited
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -2,7 +2,6 @@
 "use strict";
 
 const KEY_STORAGE = "efficientnet-api-key";
-const TOP_K = 5;
 const DEVICES = {
   CUDAExecutionProvider: "GPU (CUDA)",
   TensorrtExecutionProvider: "GPU (TensorRT)",
@@ -45,7 +44,10 @@ async function loadMetadata() {
   }
   const meta = await response.json();
   if (sessionStorage.getItem(KEY_STORAGE)) $("key-box").open = false;  // accepted: out of the way
-  $("variant").textContent = `${meta.variant} · ${meta.resolution}px`;
+  // A model exported under its own --name shows that name, its variant beside it.
+  const named = meta.name && meta.name !== `efficientnet_${meta.variant}`;
+  const model = named ? `${meta.name} (${meta.variant})` : meta.variant;
+  $("variant").textContent = `${model} · ${meta.label_count} classes · ${meta.resolution}px`;
   $("device").textContent = `${DEVICES[meta.provider] ?? meta.provider} · ${meta.provider}`;
 }
 
@@ -80,7 +82,8 @@ async function classify(file) {
   form.append("file", file, file.name);
   let response;
   try {
-    response = await fetch(`/classify?top_k=${TOP_K}`, {
+    // No top_k: the service's default, 5 or every class of a model with fewer.
+    response = await fetch("/classify", {
       method: "POST", body: form, headers: authHeaders(),
     });
   } catch (err) {

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export import export as export_module
+from model_export import verify as verify_module
 from model_export.__main__ import main
 from model_export.export import ExportError, export
 from model_export.variants import VARIANTS
@@ -78,7 +78,7 @@ def test_b0_exports_in_under_a_minute(b0_random, tmp_path):
 
 
 def test_parity_failure_removes_the_file(b0_random, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_module, "MAX_ABS_DIFF", 0.0)  # no real graph is bit-exact
+    monkeypatch.setattr(verify_module, "REL_BOUND", 0.0)  # no real graph is bit-exact
     with pytest.raises(ExportError, match="file removed"):
         export(*b0_random, tmp_path)
     assert not (tmp_path / "efficientnet_b0.onnx").exists()
@@ -88,7 +88,7 @@ def test_parity_failure_removes_the_file(b0_random, tmp_path, monkeypatch):
 def test_failed_re_export_keeps_the_previous_graph(b0_random, tmp_path, monkeypatch):
     previous = tmp_path / "efficientnet_b0.onnx"
     previous.write_bytes(b"the graph a running service was exported with")
-    monkeypatch.setattr(export_module, "MAX_ABS_DIFF", 0.0)
+    monkeypatch.setattr(verify_module, "REL_BOUND", 0.0)
     with pytest.raises(ExportError, match="file removed"):
         export(*b0_random, tmp_path)
     assert previous.read_bytes() == b"the graph a running service was exported with"

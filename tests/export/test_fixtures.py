@@ -34,6 +34,7 @@ def test_b0_random_fixture_is_seeded(b0_random_onnx):
         "key_layout": None,
         "seed": 0,
         "published_top1": None,
+        "container": None,
     }
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 import torchvision
 
-from model_export.export import export, parity_images
+from model_export.export import export
 from model_export.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, Preprocessing
+from model_export.verify import photo_batch
 from model_export.weights import calibrate_batchnorm, load_model
 
 SIZE = 64
@@ -50,7 +51,7 @@ def test_matches_torchvision_in_pytorch_and_onnx(name, tmp_path):
     ours, info = load_model(VARIANTS[name], str(weights))
     assert info.key_layout == "torchvision" and ours.style.padding == "symmetric"
 
-    images = parity_images(SIZE)
+    images = photo_batch(SMALL)
     x = torch.from_numpy(images).float().div(255)
     x = ((x - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).permute(0, 3, 1, 2)
     with torch.inference_mode():

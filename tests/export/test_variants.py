@@ -66,4 +66,4 @@ def test_channel_rounding_rules():
 
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of: b0, b1"):
-        get_variant("b8")
+        get_variant("b9")

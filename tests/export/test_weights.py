@@ -136,17 +136,17 @@ def test_unexpected_keys_are_listed(b0_state, tmp_path):
 
 
 def test_wrong_shapes_are_listed_and_nothing_is_loaded(b0_state, tmp_path):
-    state = {**b0_state, "classifier.1.weight": torch.zeros(10, 1280)}
-    with pytest.raises(WeightsError, match=r"shape classifier\.1\.weight: file \(10, 1280\)"):
+    state = {**b0_state, "features.8.0.weight": torch.zeros(10, 320, 1, 1)}
+    with pytest.raises(WeightsError, match=r"shape features\.8\.0\.weight: file \(10, 320"):
         load_model(B0, _save(state, tmp_path / "w.pth"))
 
 
 def test_unknown_layout_and_bad_files(tmp_path):
     with pytest.raises(WeightsError, match="unknown key layout"):
         load_model(B0, _save({"conv.weight": torch.zeros(1)}, tmp_path / "x.pth"))
-    (tmp_path / "w.bin").write_bytes(b"x")
+    (tmp_path / "w.txt").write_bytes(b"x")
     with pytest.raises(WeightsError, match="unsupported file type"):
-        load_model(B0, str(tmp_path / "w.bin"))
+        load_model(B0, str(tmp_path / "w.txt"))
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
     with pytest.raises(WeightsError, match="cannot read weights"):
         load_model(B0, str(tmp_path / "junk.pth"))
@@ -176,7 +176,7 @@ def test_offline_error_names_url_cache_path_and_alternatives(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
 
-def test_offline_cli_exits_non_zero_with_the_message(tmp_path):
+def test_offline_cli_exits_2_with_one_line(tmp_path):
     env = {
         **os.environ,
         "EFFICIENTNET_WEIGHTS_CACHE": str(tmp_path / "cache"),
@@ -186,7 +186,8 @@ def test_offline_cli_exits_non_zero_with_the_message(tmp_path):
     done = subprocess.run(
         [*cmd, "--output-dir", str(tmp_path / "out")], env=env, capture_output=True, text=True
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "127.0.0.1:9" in done.stderr and str(tmp_path / "cache") in done.stderr
     assert not (tmp_path / "out" / "efficientnet_b0.onnx").exists()
 

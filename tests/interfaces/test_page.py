@@ -62,6 +62,27 @@ def enter_api_key(page: Page, server: LiveServer) -> None:
     expect(page.locator("#device")).to_contain_text("CPUExecutionProvider")
 
 
+def test_the_empty_page_shows_the_prompt_not_a_broken_image(
+    page: Page, live_server: LiveServer
+) -> None:
+    enter_api_key(page, live_server)
+    page.reload()  # the page as a visitor finds it: key kept for the tab, nothing chosen yet
+    expect(page.locator("#variant")).to_contain_text("lite0")
+    # No photo chosen yet: the preview <img> has no src, so if shown it is a broken-image icon
+    # with its alt text inside the drop zone. `hidden` must win over the stylesheet.
+    preview = page.locator("#preview")
+    assert preview.get_attribute("src") is None
+    expect(preview).to_be_hidden()
+    assert preview.evaluate("img => getComputedStyle(img).display") == "none"
+    assert preview.evaluate("img => img.getBoundingClientRect().height") == 0
+    expect(page.locator("#drop-hint")).to_be_visible()
+    expect(page.locator("#drop-hint")).to_contain_text("Drop an image here")
+    expect(page.locator("#status")).to_contain_text("Choose an image")
+    expect(page.locator("#results li")).to_have_count(0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-empty.png", full_page=True)
+
+
 def test_upload_shows_the_right_label_with_score_bars(
     page: Page, live_server: LiveServer, photos: dict[str, Photo]
 ) -> None:
@@ -77,6 +98,8 @@ def test_upload_shows_the_right_label_with_score_bars(
               for i in range(5)]  # fmt: skip
     assert widths == sorted(widths, reverse=True) and widths[0] > 10
     assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") > 0
+    expect(page.locator("#preview")).to_be_visible()
+    expect(page.locator("#drop-hint")).to_be_hidden()  # the photo replaces the prompt
     expect(page.locator("#status")).to_contain_text("ms")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "page-chelsea.png", full_page=True)

@@ -16,8 +16,17 @@ import httpx
 REQUEST_TIMEOUT_S = 10
 API_KEY = "reliability-test-key"
 # Statuses an upload may get; anything else (5xx above all) is a failure.
-UPLOAD_ERRORS = {400, 413, 415}
-ERROR_CODES = {"bad_image", "empty_body", "unsupported_media_type", "image_too_large"}
+# 422: too costly to decode (a JPEG of too many scans, a decode past its time budget) or a
+# decoder crash contained in its worker (service/decoding.py).
+UPLOAD_ERRORS = {400, 413, 415, 422}
+ERROR_CODES = {
+    "bad_image",
+    "empty_body",
+    "unsupported_media_type",
+    "image_too_large",
+    "decode_too_expensive",
+    "decode_failed",
+}
 
 
 def assert_error_shape(response: httpx.Response, statuses: set[int] | None = None) -> str:

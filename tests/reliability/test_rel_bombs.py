@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from decode_attacks import big_rgba_png
 from live_server import Server
 from PIL import Image
 from reliability_helpers import assert_error_shape
@@ -88,7 +89,9 @@ def test_bomb_in_batch_fails_alone(served: Server, bombs: dict[str, bytes], phot
 def test_peak_probe_sees_a_real_decode(served: Server) -> None:
     """The probe's control: an honest 36 MP image (under the limit) is decoded, and the same
     measurement shows the gigabyte-class growth the bombs above did not cause."""
-    data = png_bomb(6_000)  # 1-bit, 6000x6000: about 144 MB once converted to RGB
+    # RGBA, 6000x6000: 144 MB decoded (a 1-bit one would now take 36 MB: the conversion to
+    # RGB runs in strips), in a decode worker, which the probe counts with the server.
+    data = big_rgba_png(6_000, 6_000)
     served.reset_peak()
     before = served.rss_kb()
     response = httpx.post(f"{served.url}/classify", content=data, timeout=60)

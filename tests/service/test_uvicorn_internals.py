@@ -1,0 +1,155 @@
+"""The uvicorn internals service/server.py builds on, checked by name against the installed uvicorn.
+
+server.py subclasses uvicorn's HTTP protocol (header timeout, lingering close) and its Server
+(exit 0 after a drain), so it reads and overrides attributes uvicorn does not promise to keep.
+pyproject.toml pins the uvicorn range it was written against; when a release renames or drops
+one of these, this test fails naming it, instead of the protections silently switching off.
+The behaviour itself is tested over real sockets in tests/reliability (test_rel_bodies,
+test_rel_faults) and tests/service/test_startup.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from service_helpers import READY_TIMEOUT_S, settings_for
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.app import create_app
+from service.server import HardenedHTTPProtocol, Server, _LingeringTransport, uvicorn_config
+
+# The protocol methods server.py overrides and calls through super(), with their parameters.
+OVERRIDDEN = {
+    "connection_made": ["self", "transport"],
+    "data_received": ["self", "data"],
+    "on_response_complete": ["self"],
+    "connection_lost": ["self", "exc"],
+}
+
+
+def need(obj: Any, name: str, why: str) -> Any:
+    """``obj.name``, or a failure that names the attribute, the uvicorn release and the use."""
+    owner = obj.__qualname__ if isinstance(obj, type) else type(obj).__qualname__
+    assert hasattr(obj, name), (
+        f"uvicorn {uvicorn.__version__}: {owner}.{name} is gone; service/server.py relies on it "
+        f"({why}). Adapt server.py to this release or keep uvicorn within pyproject.toml's pin."
+    )
+    return getattr(obj, name)
+
+
+@pytest.mark.parametrize("base", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
+def test_the_protocol_methods_server_py_overrides_still_exist(base: type) -> None:
+    # AutoHTTPProtocol is httptools when installed (uvicorn[standard]), else h11: check both.
+    for name, params in OVERRIDDEN.items():
+        method = need(base, name, "HardenedHTTPProtocol overrides it and calls super()")
+        got = list(inspect.signature(method).parameters)
+        assert got == params, (
+            f"uvicorn {uvicorn.__version__}: {base.__qualname__}.{name}{tuple(got)} changed its "
+            f"parameters (server.py was written for {tuple(params)})"
+        )
+
+
+def test_server_still_records_the_signals_it_re_raises() -> None:
+    server = Server(uvicorn.Config(app=None))
+    need(uvicorn.Server, "capture_signals", "Server overrides it to clear the captured signals")
+    captured = need(server, "_captured_signals", "Server clears it so a drain exits 0")
+    assert captured == []
+    # Outside capture_signals nothing is re-raised: handle_exit only records the signal.
+    need(server, "handle_exit", "uvicorn's signal handler")(signal.SIGTERM, None)
+    assert server._captured_signals == [signal.SIGTERM], (
+        f"uvicorn {uvicorn.__version__}: handle_exit no longer records signals in "
+        "_captured_signals; Server.capture_signals clears the wrong list"
+    )
+    assert server.should_exit
+
+
+def test_config_still_takes_a_protocol_class(lite0_onnx: Path) -> None:
+    settings = settings_for(lite0_onnx)
+    config = uvicorn_config(create_app(settings), settings, host="127.0.0.1", port=0)
+    config.load()
+    protocol = need(config, "http_protocol_class", "uvicorn_config passes a class as http=")
+    assert issubclass(protocol, HardenedHTTPProtocol), protocol
+    assert config.limit_concurrency == settings.max_connections
+
+
+@pytest.fixture(scope="module")
+def served(lite0_onnx: Path) -> Iterator[Server]:
+    """The real app under the service's own uvicorn settings, in a thread."""
+    settings = settings_for(lite0_onnx)
+    config = uvicorn_config(
+        create_app(settings), settings, host="127.0.0.1", port=0, log_level="warning"
+    )
+    server = Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    yield server
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def _connection(server: Server) -> Any:
+    state = need(server, "server_state", "this test finds the live protocol through it")
+    for _ in range(500):
+        if state.connections:
+            return next(iter(state.connections))
+        time.sleep(0.01)
+    raise AssertionError("no connection registered with uvicorn")
+
+
+def test_the_protocol_state_server_py_reads_mid_request(served: Server) -> None:
+    port = served.servers[0].sockets[0].getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        # Headers complete, body still coming: the state the lingering close decides on.
+        client.sendall(
+            b"POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\xff" * 10
+        )
+        protocol = _connection(served)
+        assert isinstance(protocol, HardenedHTTPProtocol), type(protocol)
+        for _ in range(500):
+            if getattr(protocol, "cycle", None) is not None:
+                break
+            time.sleep(0.01)
+        cycle = need(protocol, "cycle", "body_incoming() reads the current request")
+        assert cycle is not None, "uvicorn no longer sets .cycle when a request's headers end"
+        assert need(cycle, "more_body", "body_incoming(): is the body still coming") is True
+        assert need(cycle, "disconnected", "body_incoming(): has the client gone") is False
+        assert need(cycle, "response_complete", "re-arming the header timer") is False
+        flow = need(protocol, "flow", "the lingering close pauses/resumes reading")
+        need(flow, "pause_reading", "reading stops once LINGER_BYTES are dropped")
+        need(flow, "resume_reading", "reading resumes to drain the rest of the body")
+        need(protocol, "loop", "the header and linger timers are scheduled on it")
+        transport = need(protocol, "transport", "uvicorn closes the connection through it")
+        assert isinstance(transport, _LingeringTransport), (
+            f"uvicorn {uvicorn.__version__} no longer keeps the transport given to "
+            f"connection_made as .transport (it holds {type(transport).__qualname__}), so the "
+            "lingering close never runs"
+        )
+        assert protocol.body_incoming()
+
+        client.sendall(b"\xff" * 990)  # the rest: a body that is not an image
+        answer = client.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 4"), answer[:200]  # refused, not a 5xx
+        # uvicorn still calls on_response_complete: the header timer is armed for the next one.
+        for _ in range(500):
+            if protocol._timer is not None:
+                break
+            time.sleep(0.01)
+        assert protocol._timer is not None, (
+            f"uvicorn {uvicorn.__version__} no longer calls on_response_complete after a "
+            "response: the header timeout is not re-armed between keep-alive requests"
+        )
