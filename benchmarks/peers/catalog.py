@@ -166,7 +166,9 @@ def start_service(ctx: Context) -> Started:
         Endpoint("service /v2 JPEG bytes", f"/v2/models/{name}/infer", "oip-bytes"),
         Endpoint("service raw body", "/classify", "raw"),
     ]
-    return Started(server, endpoints, {"service": "this checkout"})
+    meta = httpx.get(server.base_url + "/metadata", timeout=5).json()
+    settings = {**meta["batching"], "provider": meta["provider"]}
+    return Started(server, endpoints, {"service": "this checkout"}, settings)
 
 
 # --- NVIDIA Triton (PyTriton) ----------------------------------------------------------------
