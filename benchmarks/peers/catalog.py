@@ -74,6 +74,7 @@ class Context:
     work_dir: Path
     log_dir: Path
     tuning: Tuning = field(default_factory=Tuning)
+    service_env: dict[str, str] = field(default_factory=dict)  # extra EFFICIENTNET_* settings
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _peer_env() -> dict[str, str]:
 
 def start_service(ctx: Context) -> Started:
     port = free_port()
-    env = service_env(ctx.variant, ctx.model, port, {})
+    env = service_env(ctx.variant, ctx.model, port, ctx.service_env)
     server = _start("service", [sys.executable, "-m", "service"], port, env, ctx, "/readyz")
     name = f"efficientnet_{ctx.variant}"
     endpoints = [

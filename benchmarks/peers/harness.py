@@ -39,7 +39,7 @@ from benchmarks.peers.report import Measured, render, targets
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
 from benchmarks.procs import RssSampler, tree_cpu_seconds, tree_hwm_bytes
 from benchmarks.report import CONCURRENCY_LEVELS, HEADLINE_CONCURRENCY
-from benchmarks.run import best_of
+from benchmarks.run import _key_value, best_of
 from service.preprocess import preprocess
 from service.schemas import PreprocessingSpec
 
@@ -154,7 +154,8 @@ def run_variant(
     meta = read_metadata(model)
     crop = int(meta["preprocessing"]["crop_size"])  # type: ignore[index]
     print(f"== {variant} ({weights} weights): {model}", flush=True)
-    ctx = Context(variant, model, meta, work_dir, log_dir, replace(Tuning(), **dict(args.tune)))
+    tuning = replace(Tuning(), **dict(args.tune))
+    ctx = Context(variant, model, meta, work_dir, log_dir, tuning, dict(args.service_env))
     files = dict(photos)
     files["uint8"] = tensor_files(
         [Photo(p.stem, WEB_SIZE, p, p.read_bytes()) for p in photos["web"]],
@@ -226,6 +227,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tune", action="append", default=[], type=_tuning, metavar="NAME=VALUE",
         help=f"a peer's batching setting, of: {', '.join(f.name for f in fields(Tuning))}",
     )  # fmt: skip
+    parser.add_argument(
+        "--service-env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="an EFFICIENTNET_* setting for the service (a lever against a peer)",
+    )  # fmt: skip
     parser.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY_LEVELS))
     parser.add_argument("--rounds", type=int, help="override the rounds (full: 2, quick: 1)")
     parser.add_argument("--level-seconds", type=float, help="override each level's time cap")
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "counts": asdict(counts),
         "tuning": asdict(replace(Tuning(), **dict(args.tune))),
+        "service_env": dict(args.service_env),
         "wall_s": wall_s,
         "results": [{**r, "measured": [asdict(m) for m in r["measured"]]} for r in results],
         "targets": [{**asdict(t), "passed": t.passed} for t in checked],
