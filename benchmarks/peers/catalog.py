@@ -160,9 +160,9 @@ def start_service(ctx: Context) -> Started:
     name = f"efficientnet_{ctx.variant}"
     endpoints = [
         Endpoint("service", "/classify", "multipart"),
-        # The same process over the Open Inference Protocol: the like-for-like row for
-        # Triton's client-preprocessed tensors, and stand-ins of the peers' request shapes
-        # for the dry run.
+        # The same process in the peers' request shapes (like-for-like rows, and what the dry
+        # run drives): Triton's client-preprocessed tensors and JPEG bytes over the Open
+        # Inference Protocol, TorchServe's raw body.
         Endpoint("service /v2 uint8 tensors", f"/v2/models/{name}/infer", "oip-uint8", UINT8),
         Endpoint("service /v2 JPEG bytes", f"/v2/models/{name}/infer", "oip-bytes"),
         Endpoint("service raw body", "/classify", "raw"),
