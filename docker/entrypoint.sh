@@ -25,4 +25,13 @@ fi
 # Caches live on the writable volume; the root filesystem may be read-only.
 mkdir -p "${XDG_CACHE_HOME:-/data/cache}" "${HOME:-/data/home}" 2>/dev/null || true
 
-exec python -m service --host 0.0.0.0 --port 8000 "$@"
+# All interfaces on 8000 by default (the container's own network); EFFICIENTNET_HOST/PORT move
+# it, e.g. to loopback on a host-network container. Flags in "$@" still win (argparse: last).
+# A Kubernetes Service named "efficientnet" injects EFFICIENTNET_PORT=tcp://IP:PORT into pods
+# that keep service links on: only a plain number is taken as the port.
+port="${EFFICIENTNET_PORT:-8000}"
+if [[ ! "${port}" =~ ^[0-9]+$ ]]; then
+  port=8000
+  unset EFFICIENTNET_PORT
+fi
+exec python -m service --host "${EFFICIENTNET_HOST:-0.0.0.0}" --port "${port}" "$@"

@@ -5,11 +5,15 @@ The slim image has no curl, and the standard library is enough. Docker's HEALTHC
 at /readyz, which answers 503 until the model is loaded and warmed up.
 """
 
+import os
 import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_URL = "http://127.0.0.1:8000/readyz"
+# The port the entrypoint binds (EFFICIENTNET_PORT, default 8000), so one HEALTHCHECK fits any.
+# (A service link's EFFICIENTNET_PORT=tcp://IP:PORT is not a port: the entrypoint used 8000.)
+_PORT = os.environ.get("EFFICIENTNET_PORT", "8000")
+DEFAULT_URL = f"http://127.0.0.1:{_PORT if _PORT.isdigit() else '8000'}/readyz"
 TIMEOUT_S = 4.0
 
 

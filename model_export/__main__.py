@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the model's name: the file NAME.onnx and the served model (default "
         "efficientnet_<variant>)",
     )
+    _preprocessing_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     p.add_argument("--output-dir", type=Path, default=Path("models"))
     p.add_argument("--fp16", action="store_true", help="half-precision graph (for GPUs)")
@@ -63,9 +64,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "else torch's hub checkpoint directory)",
     )
     args = p.parse_args(argv)
-    if not args.list and args.variant is None:
-        p.error("--variant is required (or --list)")
+    hub = args.weights.startswith("hf-hub:") or Path(args.weights).is_dir()
+    if not args.list and args.variant is None and not hub:
+        p.error("--variant is required (or --list), unless --weights is a Hub folder or hf-hub:")
     return args
+
+
+def _preprocessing_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "preprocessing",
+        "override what the weights imply (recorded in the metadata, so the service applies it)",
+    )
+    g.add_argument("--resolution", type=int, help="crop size in pixels (the graph's H = W)")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument(
+        "--crop-pct",
+        type=float,
+        help="resize the shorter side to "
+        "floor(resolution / crop_pct) before the center crop (timm's crop_pct)",
+    )
+    size.add_argument("--resize", type=int, help="resize the shorter side to this")
+    g.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest"])
+    g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"))
+    g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"))
 
 
 def variant_table() -> str:
@@ -138,16 +159,49 @@ def run(args: argparse.Namespace):
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     try:
-        arch = get_architecture(args.variant)
+        arch = None if args.variant is None else get_architecture(args.variant)
         if args.name is not None:
             check_name(args.name)
         given = read_labels(args.labels) if args.labels is not None else None
         model, info = load_model(arch, args.weights, seed=args.seed, cache_dir=args.cache_dir)
         labels = resolve_labels(info.num_classes, given, bundled=info.labels)
+        info = override_preprocessing(info, args)
         _say_what_was_taken(info)
         return export(model, info, args.output_dir, fp16=args.fp16, name=args.name, labels=labels)
     except (ValueError, WeightsError, ExportError, LabelsError) as exc:
         raise UserError(str(exc)) from exc
+
+
+def override_preprocessing(info, args: argparse.Namespace):
+    """The weights' transform with the user's stated changes (any that were given)."""
+    import dataclasses
+
+    pre = info.preprocessing
+    crop = args.resolution or pre.crop_size
+    if args.crop_pct is not None:
+        if not 0 < args.crop_pct <= 1:
+            raise ValueError(f"--crop-pct {args.crop_pct}: must be in (0, 1]")
+        resize = math.floor(crop / args.crop_pct)
+    elif args.resize is not None:
+        resize = args.resize
+    else:  # a new resolution keeps the weights' resize/crop ratio
+        resize = round(crop * pre.resize_size / pre.crop_size)
+    if not 16 <= crop <= 2048 or resize < crop:
+        raise ValueError(f"resize {resize} / crop {crop}: need 16 <= crop <= 2048, resize >= crop")
+    if args.std is not None and min(args.std) <= 0:
+        raise ValueError(f"--std {args.std}: every value must be positive")
+    changed = dataclasses.replace(
+        pre,
+        resize_size=resize,
+        crop_size=crop,
+        interpolation=args.interpolation or pre.interpolation,
+        mean=tuple(args.mean) if args.mean else pre.mean,
+        std=tuple(args.std) if args.std else pre.std,
+    )
+    if changed == pre:
+        return info
+    source = f"{info.preprocessing_source}, overridden on the command line"
+    return dataclasses.replace(info, preprocessing=changed, preprocessing_source=source)
 
 
 def _say_what_was_taken(info) -> None:

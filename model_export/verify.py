@@ -9,14 +9,18 @@ On photos, the bound is relative to the logit scale: max |Δ| ≤ 1e-4 · max(1,
 from __future__ import annotations
 
 import copy
+import types
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
+from model_export import telemetry
 from model_export.model import EfficientNet
 from model_export.variants import Preprocessing
 
@@ -83,14 +87,54 @@ def photo_batch(pre: Preprocessing) -> np.ndarray:
     return np.stack([load_photo(p, pre) for p in photo_paths()])
 
 
-def reference_logits(model: EfficientNet, pre: Preprocessing, images: np.ndarray) -> np.ndarray:
-    """The float64 forward of the same network and the same in-graph normalization."""
+def reference_logits(model: nn.Module, pre: Preprocessing, images: np.ndarray) -> np.ndarray:
+    """The float64 forward of the same network and the same in-graph normalization, one
+    image at a time (B7 at 600 px in float64 needs GBs for a batch)."""
     from model_export.export import Preprocessed  # the graph's own input stage
 
-    exact = copy.deepcopy(model).double().eval()
+    exact = float64_copy(model)
     wrapped = Preprocessed(exact, pre.mean, pre.std, torch.float64, torch.float64).eval()
     with torch.inference_mode():
-        return wrapped(torch.from_numpy(images)).numpy()
+        rows = [wrapped(torch.from_numpy(image[None])).numpy() for image in images]
+    return np.concatenate(rows)
+
+
+def float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy whose depthwise convolutions are computed as sums of shifted slices.
+
+    PyTorch has no fast float64 depthwise kernel on CPU: it loops over the channels one
+    small convolution at a time (~50x slower than float32; hours for B7). The shifted-slice
+    sum is the same arithmetic, vectorized, in float64."""
+    exact = copy.deepcopy(model).double().eval()
+    for m in exact.modules():
+        if isinstance(m, nn.Conv2d) and _is_depthwise(m):
+            m._conv_forward = types.MethodType(_depthwise_forward, m)  # type: ignore[method-assign]
+    return exact
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    return (
+        conv.groups > 1
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.dilation == (1, 1)
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+    )
+
+
+def _depthwise_forward(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    ph, pw = conv.padding  # type: ignore[misc]
+    x = F.pad(x, [pw, pw, ph, ph])
+    out_h, out_w = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1
+    out = torch.zeros((x.shape[0], x.shape[1], out_h, out_w), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = x[..., i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+            out.addcmul_(window, weight[:, 0, i, j].view(1, -1, 1, 1))
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 def graph_logits(path: Path, images: np.ndarray) -> np.ndarray:
@@ -98,6 +142,7 @@ def graph_logits(path: Path, images: np.ndarray) -> np.ndarray:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    telemetry.disable_events()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"image": images})
     return got

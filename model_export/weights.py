@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from model_export import layouts
+from model_export import hub, layouts
 from model_export.blocks import ConvStyle
 from model_export.checkpoints import CheckpointError, read_checkpoint
 from model_export.layouts import KeyLayout, UnknownLayout, detect_layout, num_classes
@@ -76,15 +76,21 @@ class WeightsInfo:
 
 
 def load_model(
-    variant: Variant | Architecture,
+    variant: Variant | Architecture | None,
     weights: str,
     *,
     seed: int = 0,
     cache_dir: Path | None = None,
     base_url: str | None = None,
 ) -> tuple[EfficientNet, WeightsInfo]:
-    """The eval-mode network for `variant` with `weights` ('imagenet', 'random' or a path)."""
-    arch = variant if isinstance(variant, Architecture) else Architecture(variant)
+    """The eval-mode network for `variant` with `weights` ('imagenet', 'random', a file, a
+    Hub folder or hf-hub:ORG/REPO). `variant` may be None only for a Hub checkpoint, whose
+    config.json names it."""
+    arch = variant if isinstance(variant, Architecture | None) else Architecture(variant)
+    if hub.is_hub_reference(weights):
+        return _from_hub(arch, weights, cache_dir)
+    if arch is None:
+        raise WeightsError("--variant is required unless the weights are a Hub folder or hf-hub:")
     variant = arch.variant
     if weights == "random":
         return _random(variant, seed)
@@ -117,36 +123,71 @@ def _random(variant: Variant, seed: int) -> tuple[EfficientNet, WeightsInfo]:
 VAR_FLOOR = 0.5
 
 
-def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing, batch: int = 4) -> None:
-    """Set BN running statistics from one seeded batch of synthetic pixels.
+def calibrate_batchnorm(model: nn.Module, seed: int, pre: Preprocessing) -> None:
+    """Set BN running statistics from the verification photos (and their mirror images).
 
     With freshly initialized BN (mean 0, var 1) activations shrink block after block and
-    random-weight logits end up ~1e-20; statistics from the wrong input distribution blow
-    them up to ~1e3 instead, where fp32 rounding alone exceeds the 1e-4 parity bound. Real
-    statistics from uint8 pixels normalized like the graph's input keep logits O(1).
-    At the export resolution: late feature maps are tiny at low resolution and their
-    statistics do not transfer.
+    random-weight logits end up ~1e-20; statistics from another input distribution than the
+    one the export verifies on (natural photos) leave the network ill-conditioned there, and
+    fp32 rounding alone then exceeds the bound. At the export resolution: late feature maps
+    are tiny at low resolution and their statistics do not transfer. `seed` seeds the
+    stochastic depth that train mode runs.
     """
-    generator = torch.Generator().manual_seed(seed)
-    res = pre.crop_size
-    half = batch // 2
-    noise = torch.randint(0, 256, (half, 3, res, res), generator=generator).float()
-    coarse = torch.randint(0, 256, (batch - half, 3, 4, 4), generator=generator).float()
-    smooth = F.interpolate(coarse, size=(res, res), mode="bicubic").clamp(0, 255)
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    images = (torch.cat([noise, smooth]) / 255 - mean) / std
+    from model_export.verify import photo_batch
+
+    pixels = photo_batch(pre)
+    pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
+    x = torch.from_numpy(pixels.copy()).float().div(255)
+    mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
+    images = ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
         m.momentum = None  # cumulative average: one batch sets the statistics outright
         m.train()
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
         model(images)
     for m in norms:
         m.momentum = 0.1
         m.num_batches_tracked.zero_()
         m.running_var.clamp_(min=VAR_FLOOR * m.running_var.mean())
     model.eval()
+
+
+# --- Hub folders and downloads ----------------------------------------------------------
+
+
+def _from_hub(
+    arch: Architecture | None, weights: str, cache_dir: Path | None
+) -> tuple[EfficientNet, WeightsInfo]:
+    try:
+        if weights.startswith(hub.HF_PREFIX):
+            found = hub.download(weights, cache_dir or default_cache_dir())
+        else:
+            found = hub.read_folder(Path(weights))
+    except hub.HubError as exc:
+        raise WeightsError(str(exc)) from None
+    said = found.architecture
+    if arch is not None and (
+        arch.variant != said.variant or arch.timm_name not in (None, said.timm_name)
+    ):
+        given = arch.timm_name or arch.variant.name
+        raise WeightsError(
+            f"--variant {given} but {weights}'s config.json says {said.timm_name}: leave "
+            "--variant out (the config names it) or give the matching one"
+        )
+    model, info = _from_file(said, found.weights, "hub", found.origin)
+    if info.num_classes != found.num_classes:
+        raise WeightsError(
+            f"{weights}: config.json says {found.num_classes} classes but the classifier in "
+            f"{found.weights.name} has {info.num_classes}"
+        )
+    return model, replace(
+        info,
+        preprocessing=found.preprocessing,
+        labels=found.labels,
+        preprocessing_source="config.json pretrained_cfg",
+    )
 
 
 # --- files -----------------------------------------------------------------------------

@@ -4,4 +4,7 @@ Everything the service knows about the model comes from the ``.onnx`` file
 (see docs/onnx-contract.md).
 """
 
+# First, before anything imports onnxruntime: its telemetry is switched off (service/telemetry.py).
+from . import telemetry as telemetry
+
 __version__ = "0.1.0"

@@ -14,8 +14,9 @@ PROG = "efficientnet-serve"
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Serve EfficientNet ImageNet classification over HTTP. All settings are "
-        "EFFICIENTNET_* environment variables (see docs/api.md); flags override host and port.",
+        description="Serve an EfficientNet classifier (ImageNet or your own classes) over HTTP. "
+        "All settings are EFFICIENTNET_* environment variables (see docs/api.md); flags "
+        "override host and port.",
     )
     parser.add_argument("--host", help="bind address (EFFICIENTNET_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="bind port (EFFICIENTNET_PORT, default 8000)")

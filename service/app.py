@@ -22,6 +22,7 @@ import onnxruntime as ort
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import __version__, oip, page, routes
@@ -29,9 +30,9 @@ from .admission import Admission
 from .batcher import Batcher
 from .config import MiB, Settings, load_settings
 from .decoding import DecodeLimits, Decoder
-from .errors import ServiceError, StartupError
+from .errors import ClientClosedRequest, ServiceError, StartupError
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .middleware import BodyLimitMiddleware, BodyRate, RequestMetricsMiddleware
 from .preprocess import configure_pillow
 from .responses import error_response, service_error_response
 from .runtime import Runtime
@@ -81,9 +82,10 @@ def _build_runtime(app: FastAPI, settings: Settings, session: ModelSession) -> R
         ort_version=ort.__version__,
     )
     log.info(
-        "loaded %s (variant %s, sha256 %s…) on %s; batch ≤ %d, delay %g ms, %d in flight, "
-        "queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
-        session.path, session.metadata.variant, session.sha256[:12], session.provider,
+        "loaded %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms, "
+        "%d in flight, queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
+        session.path, session.metadata.model_name, session.metadata.variant, session.classes,
+        session.sha256[:12], session.provider,
         policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
         preprocess_threads, limits.timeout_s, limits.memory_bytes // MiB, intra_op,
     )  # fmt: skip
@@ -104,7 +106,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.runtime = runtime
     runtime.ready = True
     runtime.metrics.ready.set(1)
-    log.info("ready: variant %s on %s", session.metadata.variant, session.provider)
+    log.info(
+        "ready: %s (variant %s) on %s",
+        session.metadata.model_name, session.metadata.variant, session.provider,
+    )  # fmt: skip
     try:
         yield
     finally:
@@ -161,8 +166,19 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    if oip.speaks_oip(request.url.path):  # no /v2 route matched (404/405): the protocol's shape
+        return oip.oip_error(request, exc.status_code, code, str(exc.detail), exc.headers)
     _count(request, code)
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-request: its doing, not ours. One line, counted as 499."""
+    assert isinstance(exc, ClientDisconnect)
+    error = ClientClosedRequest("client closed the connection before the answer")
+    log.info("%s %s: %s (499)", request.method, request.url.path, error.message)
+    _count(request, error.code)
+    return service_error_response(error)  # nobody reads it; its status goes to the metrics
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -187,7 +203,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app = FastAPI(
         title="EfficientNet classification service",
         version=__version__,
-        summary="ImageNet classification with EfficientNet B0-B7 / Lite0-Lite4 on onnxruntime",
+        summary="Image classification with EfficientNet (B0-B8, L2, Lite0-Lite4) on onnxruntime",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -195,6 +211,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app.state.preloaded_session = session
     handlers: dict[Any, Any] = {
         ServiceError: _service_error,
+        ClientDisconnect: _client_disconnect,
         StarletteHTTPException: _http_error,
         RequestValidationError: _validation_error,
         Exception: _unexpected_error,
@@ -210,12 +227,23 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
         max_bytes=settings.max_upload_bytes,
         body_timeout_s=settings.request_timeout_s,
         metrics=app.state.metrics,
+        rate=BodyRate(settings.min_body_rate, settings.body_rate_grace_s),
     )
     if settings.api_key is None:
         app.openapi = lambda: _optional_auth(FastAPI.openapi(app))  # type: ignore[method-assign]
-    known = [r.path for r in app.routes if "{" not in getattr(r, "path", "{")]
+    known = [path for path in _route_paths(app) if "{" not in path]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
     return app
+
+
+def _route_paths(app: FastAPI) -> list[str]:
+    """Every route's path. FastAPI >= 0.123 keeps an included router as one lazy entry of
+    ``app.routes``; ``iter_route_contexts`` flattens them (older releases list them flat)."""
+    from fastapi import routing
+
+    iterate = getattr(routing, "iter_route_contexts", None)
+    routes = iterate(app.routes) if iterate else app.routes
+    return [path for route in routes if (path := getattr(route, "path", None))]
 
 
 def _optional_auth(schema: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     # Open connections + requests in progress (python -m service only; uvicorn's
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    # The protocol edge (python -m service only; service/server.py): request line + headers
+    # (431 past either), and the lingering close after an early answer (413 before the body).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * MiB)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    linger_s: float = Field(default=10.0, ge=0, le=600)
+    linger_bytes: int = Field(default=64 * MiB, ge=0)
+    # Slow bodies (Kestrel's MinRequestBodyDataRate): after the grace period a body must have
+    # come at this average rate (bytes/s) or the request gets 408. 0 disables the check.
+    min_body_rate: float = Field(default=240.0, ge=0)
+    body_rate_grace_s: float = Field(default=5.0, ge=0, le=3600)
 
     # Decoding (service/decoding.py): one worker process per preprocessing thread, each decode
     # killed past decode_timeout_s (a 50 MP PNG takes ~4 s on the 2-core CI machine); all
@@ -127,11 +137,36 @@ class Settings(BaseSettings):
     def thread_counts(self) -> tuple[int, int]:
         """(preprocessing pool size, onnxruntime intra-op threads).
 
-        Both default to the core count: inference and decoding take turns on the cores
-        (onnxruntime's threads do not spin, see session.py), so neither side idles a core.
+        Both default to the cores this process may use: inference and decoding take turns on
+        them (onnxruntime's threads do not spin, see session.py), so neither side idles a core.
+        Each preprocessing thread has a decode worker *process* (service/decoding.py), so that
+        default is capped: a pod limited to 2 CPUs on a 64-core node must not fork 64.
         """
-        cores = os.cpu_count() or 1
-        return (self.preprocess_threads or cores, self.intra_op_threads or cores)
+        cores = usable_cores()
+        preprocess = self.preprocess_threads or min(cores, MAX_DEFAULT_DECODE_WORKERS)
+        return (preprocess, self.intra_op_threads or cores)
+
+
+# The default's ceiling on decode worker processes (~36 MiB resident each once used).
+MAX_DEFAULT_DECODE_WORKERS = 8
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on: its affinity mask, lowered by a cgroup v2 CPU quota
+    (a container's CPU limit), which os.cpu_count() ignores on Python < 3.13."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    try:
+        return max(1, min(cores, -(-int(quota) // int(period))))  # a 1.5-CPU limit: 2 threads
+    except (ValueError, ZeroDivisionError):
+        return cores
 
 
 def _describe(error: dict[str, Any]) -> str:

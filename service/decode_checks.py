@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import DecodeTooExpensive
-from .preprocess import DRAFT_HEADROOM, STRIP_ROWS, open_image
+from .preprocess import DRAFT_HEADROOM, STRIP_ROWS, decoding_errors, open_image
 
 # A progressive JPEG is decoded scan by scan, each scan touching every block of the image: a
 # file of thousands of empty refinement scans took Pillow tens of seconds, and 96 scans of a
@@ -116,7 +116,7 @@ def _orientation(img: Image.Image) -> int:
     """The EXIF orientation from the header (img.getexif() would decode a PNG to look further)."""
     tags = getattr(img, "tag_v2", None)  # TIFF: its own tags
     if tags is not None:
-        return int(tags.get(_ORIENTATION, 1) or 1)
+        return _as_orientation(tags.get(_ORIENTATION))
     raw = img.info.get("exif")
     if not raw:
         return 1
@@ -125,7 +125,13 @@ def _orientation(img: Image.Image) -> int:
         exif.load(raw)
     except Exception:  # unreadable EXIF: exif_transpose will not rotate either
         return 1
-    return int(exif.get(_ORIENTATION, 1) or 1)
+    return _as_orientation(exif.get(_ORIENTATION))
+
+
+def _as_orientation(value: object) -> int:
+    # Files in the wild store the tag as text, a tuple or garbage; exif_transpose rotates only
+    # for the integers 2-8, so anything else is "upright" for the estimate too.
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _estimate(img: Image.Image, full_size: tuple[int, int]) -> int:
@@ -151,7 +157,9 @@ def plan_decode(data: bytes, max_pixels: int, draft_to: int | None) -> DecodePla
     img = open_image(data, max_pixels)
     full_size = img.size
     check_structure(data, full_size[0] * full_size[1])
-    if draft_to and img.format == "JPEG":
-        side = draft_to * DRAFT_HEADROOM
-        img.draft(img.mode, (side, side))  # only sets the size and mode the decode will give
-    return DecodePlan(*full_size, img.mode, _estimate(img, full_size))
+    # A header Pillow opened can still hold surprises for the estimate: a bad file is a 400.
+    with decoding_errors():
+        if draft_to and img.format == "JPEG":
+            side = draft_to * DRAFT_HEADROOM
+            img.draft(img.mode, (side, side))  # only sets the size and mode the decode will give
+        return DecodePlan(*full_size, img.mode, _estimate(img, full_size))

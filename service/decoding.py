@@ -60,10 +60,10 @@ MiB = 1024 * 1024
 # zlib's windows, the conversion strips and the resize's buffers. Past it, allocations fail and
 # the request gets 413; the bound is on every worker, whatever the estimate said.
 WORKER_SLACK_BYTES = 256 * MiB
-# On SIGTERM uvicorn lets requests in progress finish. Each decode then gets at most this long
-# (from its start, or from the signal for one already running): photos up to ~12 MP decode
-# well within it, so the drain completes; a slower decode is cut (503, retry elsewhere) rather
-# than holding the exit for up to EFFICIENTNET_DECODE_TIMEOUT_S.
+# On SIGTERM uvicorn lets requests in progress finish. Decodes running or queued then have this
+# long after the signal, all together: photos up to ~12 MP decode well within it, so the drain
+# completes; a slower decode is cut (503, retry elsewhere) rather than holding the exit for up
+# to EFFICIENTNET_DECODE_TIMEOUT_S.
 SHUTDOWN_DECODE_S = 2.0
 # How often a waiting thread looks whether a shutdown has shortened its deadline.
 _WAIT_SLICE_S = 0.25
@@ -175,6 +175,9 @@ class DecodePool:
     def run(self, data: bytes) -> np.ndarray:
         """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
         worker = self._idle.get()  # as many calling threads as workers: one is idle
+        if self._past_drain_deadline():  # a decode begun now would be cut at once, its worker
+            self._idle.put(worker)  # killed and forked again: refuse before sending anything
+            raise NotReady("the service is shutting down")
         if not worker.process.is_alive():  # died idle (OOM killer, a signal): not this upload
             worker = self._replace(worker)
         try:
@@ -194,7 +197,9 @@ class DecodePool:
         deadline = started + self._limits.timeout_s
         if self._shutdown_at is None:
             return deadline, False
-        cut = max(started, self._shutdown_at) + SHUTDOWN_DECODE_S
+        # One drain deadline for every decode, begun or queued: a queue of slow images must not
+        # stretch the exit to SHUTDOWN_DECODE_S each.
+        cut = self._shutdown_at + SHUTDOWN_DECODE_S
         return min(deadline, cut), cut < deadline
 
     def _await_answer(self, worker: _Worker) -> None:
@@ -227,6 +232,10 @@ class DecodePool:
 
     def begin_shutdown(self) -> None:
         self._shutdown_at = time.monotonic()
+
+    def _past_drain_deadline(self) -> bool:
+        shutdown_at = self._shutdown_at
+        return shutdown_at is not None and time.monotonic() >= shutdown_at + SHUTDOWN_DECODE_S
 
     def close(self) -> None:
         """Kill every worker now, busy or not: a decode in progress must not hold up an exit."""

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the runtime (503 until ready) and the optional API key."""
+"""FastAPI dependencies: the runtime (503 until ready), the optional API key, and how far a
+request's body has come (for admission control)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .admission import BodyProgress
 from .errors import NotReady, Unauthorized
+from .middleware import BODY_PROGRESS
 from .runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="EFFICIENTNET_API_KEY, when it is set")
@@ -17,6 +20,12 @@ _bearer = HTTPBearer(auto_error=False, description="EFFICIENTNET_API_KEY, when i
 def current_runtime(request: Request) -> Runtime | None:
     """The runtime once the lifespan has built it (it may still be warming up), else None."""
     return getattr(request.app.state, "runtime", None)
+
+
+def body_progress(request: Request) -> BodyProgress | None:
+    """The body guard BodyLimitMiddleware put in the scope (None without that middleware)."""
+    progress: BodyProgress | None = request.scope.get(BODY_PROGRESS)
+    return progress
 
 
 def get_runtime(request: Request) -> Runtime:

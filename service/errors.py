@@ -137,3 +137,23 @@ class DecodeFailed(ServiceError):
 
     status_code = 422
     code = "decode_failed"
+
+
+class BodyTooSlow(BodyTimeout):
+    """The body arrives slower than EFFICIENTNET_MIN_BODY_RATE after the grace period (408)."""
+
+    code = "body_too_slow"
+
+
+class TooManyImages(ServiceError):
+    """More images in one request than the pipeline can ever hold at once (413, not "retry")."""
+
+    status_code = 413
+    code = "too_many_images"
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away before its answer: nginx's 499, never a 5xx (no one reads it)."""
+
+    status_code = 499
+    code = "client_closed_request"

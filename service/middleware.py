@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import CLOSE, BodyTimeout, PayloadTooLarge, ServiceError
+from .errors import CLOSE, BodyTimeout, BodyTooSlow, PayloadTooLarge, ServiceError
 from .metrics import Metrics
 from .responses import service_error_response
 
@@ -23,8 +24,22 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# How often a body that has stalled is checked against the minimum rate (and for eviction).
+RATE_CHECK_S = 1.0
+BODY_PROGRESS = "efficientnet.body_progress"  # the scope key of a request's body guard
+
+
+@dataclass(frozen=True)
+class BodyRate:
+    """A body must average ``min_bytes_s`` once ``grace_s`` have passed (0: no minimum)."""
+
+    min_bytes_s: float = 0.0
+    grace_s: float = 0.0
+
+
 class _BodyGuard:
-    """Wraps receive/send for one request: counts body bytes and bounds the time to read them."""
+    """Wraps receive/send for one request: counts body bytes and bounds the time to read them
+    (in all: the request timeout; and in rate: ``BodyRate``, so a trickle is refused early)."""
 
     def __init__(
         self,
@@ -33,14 +48,21 @@ class _BodyGuard:
         max_bytes: int,
         timeout_s: float,
         on_error: Callable[[ServiceError], None],
+        rate: BodyRate,
     ) -> None:
+        self._rate = rate
+        self.started = asyncio.get_running_loop().time()
+        # uvicorn's receive is its RequestResponseCycle's bound method; the cycle's buffer says
+        # whether body bytes are waiting to be read (a client that is merely behind in a busy
+        # event loop) or none have come (a client that is slow). Other servers: unknown.
+        self._server_cycle = getattr(receive, "__self__", None)
         self._on_error = on_error
         self._receive = receive
         self._send = send
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._deadline: float | None = None
-        self._received = 0
+        self.received = 0
         self._body_done = False
         self.failure: ServiceError | None = None
         self.response_started = False
@@ -54,22 +76,62 @@ class _BodyGuard:
         loop = asyncio.get_running_loop()
         if self._deadline is None:
             self._deadline = loop.time() + self._timeout_s
-        try:
-            message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
-        except asyncio.TimeoutError:
-            self.failure = BodyTimeout(
-                f"request body not received within {self._timeout_s:g} s", headers=CLOSE
-            )
-            raise self.failure from None
+        message = await self._next_message(loop)
         if message["type"] == "http.request":
-            self._received += len(message.get("body", b""))
+            self.received += len(message.get("body", b""))
             self._body_done = not message.get("more_body", False)
-            if self._received > self._max_bytes:
+            if self.received > self._max_bytes:
                 self.failure = PayloadTooLarge(
                     f"request body over the limit of {self._max_bytes} bytes", headers=CLOSE
                 )
                 raise self.failure
+            if not self._body_done:
+                self._check_rate(loop.time())
         return message
+
+    async def _next_message(self, loop: asyncio.AbstractEventLoop) -> Message:
+        """The next message, or 408 once the deadline passes or the body falls below the rate."""
+        assert self._deadline is not None
+        while True:
+            if self.failure is not None:  # evicted (service/admission.py)
+                raise self.failure
+            wait = min(self._deadline - loop.time(), RATE_CHECK_S)
+            try:
+                # A cancelled uvicorn receive() loses nothing: the body stays buffered.
+                return await asyncio.wait_for(self._receive(), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                now = loop.time()
+                if now >= self._deadline:
+                    self.failure = BodyTimeout(
+                        f"request body not received within {self._timeout_s:g} s", headers=CLOSE
+                    )
+                    raise self.failure from None
+                self._check_rate(now)
+
+    def data_waiting(self) -> bool | None:
+        """Body bytes have reached the server and wait to be read (None: cannot tell)."""
+        cycle = self._server_cycle
+        try:
+            return bool(cycle.body) or cycle.message_event.is_set() or not cycle.more_body
+        except AttributeError:  # not uvicorn's cycle
+            return None
+
+    def evict(self, message: str) -> None:
+        """Admission gave this request's place to another: 408 at its next wake-up."""
+        self.failure = BodyTooSlow(message, headers=CLOSE)
+
+    def _check_rate(self, now: float) -> None:
+        elapsed = now - self.started
+        rate = self._rate
+        if rate.min_bytes_s <= 0 or elapsed <= rate.grace_s:
+            return
+        if self.received < rate.min_bytes_s * elapsed:
+            self.failure = BodyTooSlow(
+                f"request body arriving at {self.received / elapsed:.0f} bytes/s, under the "
+                f"minimum of {rate.min_bytes_s:g} bytes/s (after {rate.grace_s:g} s)",
+                headers=CLOSE,
+            )
+            raise self.failure
 
     async def send(self, message: Message) -> None:
         if self._swallow:
@@ -98,9 +160,15 @@ class BodyLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, body_timeout_s: float, metrics: Metrics | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        body_timeout_s: float,
+        metrics: Metrics | None = None,
+        rate: BodyRate | None = None,
     ) -> None:
         self.app = app
+        self.rate = rate or BodyRate()
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
         self.metrics = metrics
@@ -118,7 +186,10 @@ class BodyLimitMiddleware:
             self._count(error)
             await service_error_response(error)(scope, receive, send)
             return
-        guard = _BodyGuard(receive, send, self.max_bytes, self.body_timeout_s, self._count)
+        guard = _BodyGuard(
+            receive, send, self.max_bytes, self.body_timeout_s, self._count, self.rate
+        )
+        scope[BODY_PROGRESS] = guard  # for admission control (service/admission.py)
         try:
             await self.app(scope, guard.receive, guard.send)
         except (PayloadTooLarge, BodyTimeout) as exc:  # escaped the app unhandled

@@ -57,7 +57,7 @@ from starlette.responses import Response
 from . import __version__
 from .admission import Ticket
 from .classify import preprocess_bytes, within_timeout
-from .dependencies import current_runtime, get_runtime, require_api_key
+from .dependencies import body_progress, current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, NotReady, ServiceError, UnsupportedMediaType
 from .oip_wire import (
     HEADER_LENGTH,
@@ -76,6 +76,7 @@ from .oip_wire import (
     normalized_to_pixels,
     parse_request,
     render_response,
+    shown,
     split_body,
 )
 from .ranking import softmax
@@ -88,6 +89,8 @@ PLATFORM = "onnxruntime_onnx"  # what Triton reports for ONNX models
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
 DEFAULT_LABELS_K = 5
+# /v2 bodies larger than this are parsed and validated in a thread, not on the event loop.
+OFF_LOOP_BYTES = 64 * 1024
 
 
 class ModelNotFound(ServiceError):
@@ -230,7 +233,7 @@ async def run_input(
     kind = INPUT_KINDS.get(tensor.name)
     if kind is None:
         names = ", ".join(f"'{k}' ({v.datatype})" for k, v in INPUT_KINDS.items())
-        raise BadRequest(f"unknown input '{tensor.name}'; this model takes one of {names}")
+        raise BadRequest(f"unknown input '{shown(tensor.name)}'; this model takes one of {names}")
     if tensor.datatype != kind.datatype:
         raise BadRequest(
             f"input '{kind.name}' must be {kind.datatype}, got datatype '{tensor.datatype}'"
@@ -244,10 +247,11 @@ async def run_input(
     count = math.prod(tensor.shape)
     parameters: dict[str, Any] = {}
     if kind.datatype == "BYTES":
-        blobs = decode_bytes(tensor, raw, count)
+        # Off the event loop: JSON data can be millions of values (base64, numbers).
+        blobs = await asyncio.to_thread(decode_bytes, tensor, raw, count)
         work = [_encoded_logits(runtime, i, b) for i, b in enumerate(blobs)]
     else:
-        flat = decode_numeric(tensor, raw, count)
+        flat = await asyncio.to_thread(decode_numeric, tensor, raw, count)
         if kind.datatype == "FP32":
             x = flat.reshape(n, 3, spec.crop_size, spec.crop_size)
             loop = asyncio.get_running_loop()
@@ -284,13 +288,17 @@ def plan_outputs(request: InferenceRequest, classes: int) -> list[OutputPlan]:
     """Validate the requested outputs before any inference runs."""
     binary_default = (request.parameters or {}).get("binary_data_output") is True
     wanted = request.outputs or [RequestedOutput(name=OUTPUT_PROBABILITIES)]
-    plans = []
+    plans: list[OutputPlan] = []
     for output in wanted:
         if output.name not in (OUTPUT_PROBABILITIES, OUTPUT_LABELS):
             raise BadRequest(
-                f"unknown output '{output.name}'; this model has '{OUTPUT_PROBABILITIES}' "
-                f"and '{OUTPUT_LABELS}'"
+                f"unknown output '{shown(output.name)}'; this model has "
+                f"'{OUTPUT_PROBABILITIES}' and '{OUTPUT_LABELS}'"
             )
+        if any(plan.name == output.name for plan in plans):
+            # Each repeat would render the same tensor again: 1,000 of them made a 61 kB
+            # request answer 203 MB. The protocol names each output once.
+            raise BadRequest(f"output '{output.name}' is requested more than once")
         p = output.parameters or {}
         binary = p["binary_data"] is True if "binary_data" in p else binary_default
         asked = p.get("classification", p.get("top_k"))
@@ -320,7 +328,12 @@ def build_outputs(
 # --- Routes ------------------------------------------------------------------------------------
 
 
-def _oip_error(
+def speaks_oip(path: str) -> bool:
+    """Paths under /v2 answer in the protocol's error shape, routed or not (404/405)."""
+    return path == router.prefix or path.startswith(router.prefix + "/")
+
+
+def oip_error(
     request: Request, status_code: int, code: str, message: str, headers: Any
 ) -> Response:
     metrics = getattr(request.app.state, "metrics", None)
@@ -340,13 +353,13 @@ class OIPRoute(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as exc:
-                return _oip_error(request, exc.status_code, exc.code, exc.message, exc.headers)
+                return oip_error(request, exc.status_code, exc.code, exc.message, exc.headers)
             except RequestValidationError as exc:
                 message = "; ".join(str(e.get("msg")) for e in exc.errors()) or "invalid request"
-                return _oip_error(request, 400, "invalid_request", message, None)
+                return oip_error(request, 400, "invalid_request", message, None)
             except StarletteHTTPException as exc:
                 code = f"http_{exc.status_code}"
-                return _oip_error(request, exc.status_code, code, str(exc.detail), exc.headers)
+                return oip_error(request, exc.status_code, code, str(exc.detail), exc.headers)
 
         return oip_handler
 
@@ -382,11 +395,16 @@ def _is_ready(request: Request) -> bool:
     return runtime is not None and runtime.ready
 
 
+# Public (no API key), like /healthz and /readyz: the probes and discovery routes (health,
+# server metadata, model readiness), as in Triton and KServe; they show nothing /readyz does
+# not (the served model's name). Model metadata and inference need the key when it is set.
+@router.head("/health/live", include_in_schema=False)  # after GET: see routes.py's /healthz
 @router.get("/health/live", summary="The server process is up")
 async def live() -> Response:
     return _json({"live": True})
 
 
+@router.head("/health/ready", include_in_schema=False)
 @router.get(
     "/health/ready",
     summary="The model is loaded and warmed up (503 until then)",
@@ -495,16 +513,40 @@ async def infer(
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send it plain")
-    # One slot at the door (refused before reading the body), one per image once it is known.
+    # No room: 503 at once, before the body is read; the slots themselves are taken only once
+    # the body is complete, so a client trickling its body holds none (service/admission.py).
+    with runtime.admission.reading(body_progress(request)):
+        body = await request.body()
+    classes = runtime.session.classes
+    header_length = request.headers.get(HEADER_LENGTH)
+    # One slot, then one per image; taken before parsing, so the bodies held and parsed at once
+    # are bounded by the capacity too, not only by the connection limit.
     with runtime.admission.admit() as ticket:
-        header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-        parsed = parse_request(header)
-        sections = binary_sections(parsed.inputs, binary)
-        if len(parsed.inputs) != 1:
-            given = [t.name for t in parsed.inputs]
-            raise BadRequest(f"send exactly one input (one of {list(INPUT_KINDS)}), got {given}")
-        labels = runtime.session.metadata.labels
-        plans = plan_outputs(parsed, len(labels))
-        outcome = await run_input(runtime, parsed.inputs[0], sections[0], ticket)
-    outputs = build_outputs(plans, outcome.probabilities, labels)
-    return render_response(name, MODEL_VERSION, parsed, outputs, outcome.parameters)
+        if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall other requests
+            wire = await asyncio.to_thread(parse_infer_body, body, header_length, classes)
+        else:
+            wire = parse_infer_body(body, header_length, classes)
+        outcome = await run_input(runtime, wire.tensor, wire.raw, ticket)
+    labels = runtime.session.metadata.labels
+    outputs = build_outputs(wire.plans, outcome.probabilities, labels)
+    return render_response(name, MODEL_VERSION, wire.request, outputs, outcome.parameters)
+
+
+@dataclass(frozen=True)
+class InferBody:
+    request: InferenceRequest
+    tensor: Tensor  # the one input
+    raw: bytes | None  # its binary section, if any
+    plans: list[OutputPlan]
+
+
+def parse_infer_body(body: bytes, header_length: str | None, classes: int) -> InferBody:
+    """The whole request checked before any inference (pure: runs off the event loop)."""
+    header, binary = split_body(body, header_length)
+    parsed = parse_request(header)
+    sections = binary_sections(parsed.inputs, binary)
+    if len(parsed.inputs) != 1:
+        given = [shown(t.name) for t in parsed.inputs]
+        raise BadRequest(f"send exactly one input (one of {list(INPUT_KINDS)}), got {given}")
+    plans = plan_outputs(parsed, classes)
+    return InferBody(parsed, parsed.inputs[0], sections[0], plans)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -40,11 +41,25 @@ NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("u1"), "FP32": np.dt
 # --- The request as it arrives (the protocol's JSON, validated at the edge) --------------------
 
 
+# Bounds on what a request may carry: the model takes one input and has two outputs, so these
+# only stop a request that lists thousands (all parsed, validated and echoed in errors before).
+MAX_TENSORS = 8
+MAX_JSON_OBJECTS = 256  # '{' in the JSON header, string contents included (a generous bound)
+MAX_RANK = 8
+MAX_NAME = 256
+SHOWN_NAME = 64  # a name quoted in an error message is cut to this
+
+
+def shown(name: str) -> str:
+    """A client-chosen name as quoted in an error: never a huge echo."""
+    return name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "…"
+
+
 class Tensor(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str
-    shape: list[Annotated[int, Field(ge=0)]]
+    name: str = Field(max_length=MAX_NAME)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_RANK)
     datatype: str
     parameters: dict[str, Any] | None = None
     data: Any = None
@@ -53,7 +68,7 @@ class Tensor(BaseModel):
 class RequestedOutput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str
+    name: str = Field(max_length=MAX_NAME)
     parameters: dict[str, Any] | None = None
 
 
@@ -62,8 +77,8 @@ class InferenceRequest(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[Tensor] = Field(min_length=1)
-    outputs: list[RequestedOutput] | None = None
+    inputs: list[Tensor] = Field(min_length=1, max_length=MAX_TENSORS)
+    outputs: list[RequestedOutput] | None = Field(default=None, max_length=MAX_TENSORS)
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,15 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def parse_request(header: bytes) -> InferenceRequest:
+    # Parsing holds the GIL (orjson: ~1 s for a 12 MB body of 200,000 tensors, which stalls the
+    # event loop even from a thread). A request of this protocol holds a few dozen objects;
+    # counting braces runs at memchr speed and refuses such a body before it is parsed.
+    objects = header.count(b"{")
+    if objects > MAX_JSON_OBJECTS:
+        raise BadRequest(
+            f"the inference request holds {objects} JSON objects; at most {MAX_JSON_OBJECTS} "
+            "(this model takes one input and has two outputs)"
+        )
     try:
         raw = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
@@ -144,10 +168,24 @@ def parse_request(header: bytes) -> InferenceRequest:
             f"the inference request is not valid JSON ({exc}); binary tensor data needs the "
             "Inference-Header-Content-Length header"
         ) from None
+    _check_counts(raw)
     try:
         return InferenceRequest.model_validate(raw)
     except ValidationError as exc:
         raise BadRequest(f"invalid inference request: {_describe(exc)}") from None
+
+
+def _check_counts(raw: Any) -> None:
+    """Refuse thousands of inputs/outputs before validating each one (seconds for 200,000)."""
+    if not isinstance(raw, dict):
+        return
+    for key in ("inputs", "outputs"):
+        items = raw.get(key)
+        if isinstance(items, list) and len(items) > MAX_TENSORS:
+            raise BadRequest(
+                f"'{key}' lists {len(items)} tensors; at most {MAX_TENSORS} (this model takes "
+                "one input and has two outputs)"
+            )
 
 
 def _describe(exc: ValidationError) -> str:
@@ -181,15 +219,33 @@ def binary_sections(inputs: list[Tensor], binary: bytes) -> list[bytes | None]:
     return sections
 
 
-def _flatten(data: Any) -> list[Any]:
-    """The protocol allows tensor data flat or nested (row-major); flatten either."""
+def _flatten(tensor: Tensor) -> list[Any]:
+    """The protocol allows tensor data flat or nested (row-major); flatten either.
+
+    Iterative, and no deeper than the tensor's rank: data nested a thousand deep used to
+    overflow the recursion (a 500) instead of being the client's error (400).
+    """
+    data = tensor.data
     if not isinstance(data, list):
         return [data]
     if not any(isinstance(d, list) for d in data):
         return data
     flat: list[Any] = []
-    for d in data:
-        flat.extend(_flatten(d))
+    stack: list[tuple[Iterator[Any], int]] = [(iter(data), 1)]
+    while stack:
+        items, depth = stack[-1]
+        for item in items:
+            if isinstance(item, list):
+                if depth >= max(len(tensor.shape), 1):
+                    raise BadRequest(
+                        f"input '{shown(tensor.name)}': data nested deeper than its shape's "
+                        f"{len(tensor.shape)} dimensions"
+                    )
+                stack.append((iter(item), depth + 1))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
     return flat
 
 
@@ -203,7 +259,7 @@ def decode_numeric(tensor: Tensor, raw: bytes | None, count: int) -> np.ndarray:
                 f"bytes of {tensor.datatype}, got {len(raw)}"
             )
         return np.frombuffer(raw, dtype=dtype)
-    values = _flatten(tensor.data)
+    values = _flatten(tensor)
     if len(values) != count:
         raise BadRequest(
             f"input '{tensor.name}' of shape {tensor.shape} needs {count} values, got {len(values)}"
@@ -224,7 +280,7 @@ def decode_bytes(tensor: Tensor, raw: bytes | None, count: int) -> list[bytes]:
         elements = split_length_prefixed(tensor.name, raw)
     else:
         elements = []
-        for i, value in enumerate(_flatten(tensor.data)):
+        for i, value in enumerate(_flatten(tensor)):
             if not isinstance(value, str):
                 raise BadRequest(f"input '{tensor.name}'[{i}] must be a base64 string in JSON")
             try:

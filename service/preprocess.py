@@ -146,7 +146,7 @@ def load_upright(data: bytes, max_pixels: int, draft_to: int | None = None) -> I
     ``draft_to``: the shorter side the caller will resize to; lets big JPEGs decode smaller.
     """
     img = open_image(data, max_pixels)
-    with _decoding_errors():
+    with decoding_errors():
         if draft_to and img.format == "JPEG":
             side = draft_to * DRAFT_HEADROOM
             img.draft(img.mode, (side, side))
@@ -160,12 +160,12 @@ def load_upright(data: bytes, max_pixels: int, draft_to: int | None = None) -> I
 def decode_image(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
     """Decode an upload to an upright RGB image; raises ServiceError 400/413/415."""
     img = load_upright(data, max_pixels, draft_to)
-    with _decoding_errors():
+    with decoding_errors():
         return to_rgb(img)
 
 
 @contextmanager
-def _decoding_errors() -> Iterator[None]:
+def decoding_errors() -> Iterator[None]:
     """Pillow's failures while decoding → the service's errors, in words a client can use."""
     try:
         yield
@@ -241,7 +241,7 @@ def preprocess(data: bytes, spec: PreprocessingSpec, max_pixels: int) -> np.ndar
     """Upload bytes → uint8 HWC model input; raises ServiceError (4xx) for anything refused."""
     try:
         img = load_upright(data, max_pixels, draft_to=spec.resize_size)
-        with _decoding_errors():
+        with decoding_errors():
             return to_model_input(img, spec)
     except MemoryError:
         # Under the pixel limit but still more than this process can hold right now.

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from .classify import classify_image_bytes, resolve_top_k
-from .dependencies import current_runtime, get_runtime, require_api_key
+from .dependencies import body_progress, current_runtime, get_runtime, require_api_key
 from .errors import BadRequest, ServiceError, UnsupportedMediaType
 from .runtime import Runtime
 from .schemas import (
@@ -115,8 +115,11 @@ async def classify(
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
     k = resolve_top_k(top_k, runtime.session.classes)
-    with runtime.admission.admit():  # refuses (503) before reading the body when full
+    # 503 before reading the body when there is no room; the slot itself is taken only once
+    # the body is complete, so a client trickling its body holds none (service/admission.py).
+    with runtime.admission.reading(body_progress(request)):
         data = await _read_single_upload(request)
+    with runtime.admission.admit():
         return await classify_image_bytes(runtime, data, k)
 
 
@@ -145,23 +148,31 @@ async def classify_batch(
     if _media_type(request) != "multipart/form-data":
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = runtime.settings.max_batch_files
-    # One slot at the door (refused before reading the body), one per file once they are known.
-    with runtime.admission.admit() as ticket:
-        async with request.form(max_files=limit, max_fields=8) as form:
-            uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
-            if not uploads:
-                raise BadRequest("multipart upload needs at least one file in the field 'file'")
-            ticket.grow_to(len(uploads))
+    with runtime.admission.reading(body_progress(request)):  # 503 when there is no room
+        await request.form(max_files=limit, max_fields=8)  # the whole body, parsed
+    async with request.form(max_files=limit, max_fields=8) as form:  # the same form, closed after
+        uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+        if not uploads:
+            raise BadRequest("multipart upload needs at least one file in the field 'file'")
+        # One slot per file, taken once the body is complete (413 past the capacity).
+        with runtime.admission.admit(len(uploads)):
             # All files at once: they preprocess in parallel and ride the same batches.
             items = await asyncio.gather(*(_classify_one(runtime, u, k) for u in uploads))
     return BatchResponse(variant=runtime.session.metadata.variant, results=list(items))
 
 
+# Public (no API key), so probes and load balancers need no secret: these two, the /v2 probes
+# and discovery routes (service/oip.py), the page and the API description (/, /docs,
+# /openapi.json); docs/api.md lists them. HEAD as well as GET: some monitors send HEAD.
+# The HEAD route is registered after the GET one (decorators apply bottom-up): a 405 for another
+# method then names the GET route's methods, as the schema does; it stays out of the schema.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", response_model=HealthResponse, summary="Process is alive")
 async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     response_model=ReadyResponse,
@@ -203,8 +214,7 @@ async def metadata(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Metadat
             inference_workers=policy.workers,
             max_queue=settings.max_queue,
         ),
-        model_sha256=session.sha256,
-        model_path=str(session.path),
+        model_sha256=session.sha256,  # the model's identity; its path on the server is not shown
         label_count=session.classes,
         weights=meta.weights,
         precision=meta.precision,

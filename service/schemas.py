@@ -160,7 +160,6 @@ class MetadataResponse(BaseModel):
     provider: str = Field(description="the provider that runs the model")
     batching: BatchingInfo
     model_sha256: str
-    model_path: str
     label_count: int = Field(description="the model's class count; top_k is at most this")
     weights: WeightsInfo
     precision: str

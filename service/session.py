@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .config import Settings
 from .errors import StartupError
 from .schemas import ModelMetadata
+from .telemetry import disable_events
 
 log = logging.getLogger("service.session")
 
@@ -137,6 +138,7 @@ def _create_session(data: bytes, path: Path, settings: Settings) -> ort.Inferenc
         # The CUDA provider logs its load failure through the default logger, before the
         # session's own severity applies; the failure is reported by _check_device instead.
         ort.set_default_logger_severity(4)
+    disable_events()
     try:
         return ort.InferenceSession(data, _session_options(settings), providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file

@@ -115,3 +115,16 @@ def test_fp16_pools_in_fp32(realistic_export, tmp_path):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
     assert result.metadata["precision"] == "fp16"
     assert result.metadata["verification"]["reference"] == "pytorch-float64"
+
+
+def test_b7_fp16_at_600px_stays_finite_with_the_fp32_top1(realistic_export, tmp_path):
+    _, ours, info, fp32 = realistic_export("b7")
+    start = time.perf_counter()
+    result = export(ours, info, tmp_path, fp16=True)  # refuses non-finite logits itself
+    images = photo_batch(info.preprocessing)
+    half, full = graph_logits(result.path, images), graph_logits(fp32.path, images)
+    print(f"b7 fp16 export + check {time.perf_counter() - start:.0f}s, {result.verification}")
+    assert info.preprocessing.crop_size == 600
+    assert np.isfinite(half).all()
+    assert (half.argmax(1) == full.argmax(1)).all()
+    assert result.metadata["verification"]["top1_agreement"] == 1.0

@@ -18,9 +18,10 @@ APP_UID = 10001  # the Dockerfile's `useradd --uid`
 
 
 def _default_variant() -> str:
-    from service.config import Settings
+    # The variant the service looks for when neither EFFICIENTNET_VARIANT nor a model path is set.
+    from service.config import DEFAULT_VARIANT
 
-    return Settings.model_fields["variant"].default
+    return DEFAULT_VARIANT
 
 
 # --- compose --------------------------------------------------------------------------------

@@ -34,9 +34,10 @@ def _env(stage: Stage) -> dict[str, str]:
 
 
 def _pip_install_args(stage: Stage) -> list[str]:
-    """The arguments of the stage's `pip install`, with the stage's ARG defaults filled in."""
+    """The arguments of the stage's last `pip install` (the project's own; the one before it
+    installs the wheels pyproject.toml lists), with the stage's ARG defaults filled in."""
     defaults = arg_defaults(stage)
-    for run in stage.args_of("RUN"):
+    for run in reversed(stage.args_of("RUN")):
         match = re.search(r"pip install (.+?)(?: &&|$)", run)
         if match:
             words = match.group(1).replace("'", "").replace('"', "").split()
@@ -59,12 +60,31 @@ def test_runtime_runs_as_a_numeric_non_root_user() -> None:
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
 
 
-def test_runtime_health_check_polls_readyz() -> None:
+def test_runtime_health_check_polls_readyz_on_the_served_port() -> None:
     (check,) = BY_NAME["runtime"].args_of("HEALTHCHECK")
-    assert "CMD" in check and "/readyz" in check
-    probe = json.loads(check.split("CMD", 1)[1])[0]
+    assert "CMD" in check
+    (probe,) = json.loads(check.split("CMD", 1)[1])  # no URL: the probe's default applies
     copied = " ".join(BY_NAME["runtime"].args_of("COPY"))
     assert f"docker/healthcheck.py /usr/local/bin/{probe}" in copied
+    # That default is /readyz on EFFICIENTNET_PORT, the port docker/entrypoint.sh binds, so a
+    # host-network container on another port (make image-test) is probed where it listens.
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert '--port "${EFFICIENTNET_PORT:-8000}"' in entrypoint
+    for port in (None, "18123"):
+        assert _probe_default_url(port) == f"http://127.0.0.1:{port or 8000}/readyz"
+
+
+def _probe_default_url(port: str | None) -> str:
+    env = clean_env()
+    env.pop("EFFICIENTNET_PORT", None)
+    if port:
+        env["EFFICIENTNET_PORT"] = port
+    code = f"import runpy; print(runpy.run_path({str(ROOT / 'docker' / 'healthcheck.py')!r})"
+    code += "['DEFAULT_URL'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
 
 
 def test_no_torch_in_the_serving_stages() -> None:
@@ -95,9 +115,8 @@ def test_install_commands_are_the_pyproject_extras_ci_installs() -> None:
 
 
 def test_export_stage_builds_the_services_default_variant() -> None:
-    from service.config import Settings
+    from service.config import DEFAULT_VARIANT as default
 
-    default = Settings.model_fields["variant"].default
     assert arg_defaults(BY_NAME["export"])["VARIANT"] == default
     assert arg_defaults(BY_NAME["runtime"])["VARIANT"] == default
     runs = " ".join(BY_NAME["export"].args_of("RUN"))
@@ -144,6 +163,7 @@ def test_no_secrets_baked_in() -> None:
         "docker/entrypoint.sh",
         "docker/export-entrypoint.sh",
         "docker/healthcheck.py",
+        "docker/pyproject_requirements.py",
     }
     copies = [a.split() for s in STAGES for a in s.args_of("COPY") if "--from" not in a]
     sources = [w for words in copies for w in words[:-1] if not w.startswith("--")]
@@ -177,3 +197,37 @@ def test_runtime_install_resolves_without_torch(tmp_path: Path) -> None:
     assert installed["nvidia-cuda-runtime"].startswith("13.")
     assert installed["nvidia-cudnn-cu13"].startswith("9.")
     assert {"fastapi", "uvicorn", "pillow", "efficientnet-service"} <= installed.keys()
+
+
+def test_onnxruntime_telemetry_is_off_in_every_image() -> None:
+    """The images carry the opt-out service/telemetry.py sets, for any process they run."""
+    from service.telemetry import OPT_OUT_ENV
+
+    for name in ("export", "runtime"):
+        env = _env(BY_NAME[name])
+        assert {k: env.get(k) for k in OPT_OUT_ENV} == OPT_OUT_ENV, name
+
+
+@pytest.mark.parametrize(("name", "extras"), [("export", ["export"]), ("runtime-build", [])])
+def test_wheels_are_installed_before_the_sources_are_copied(name: str, extras: list[str]) -> None:
+    """The multi-GB layer of wheels depends on pyproject.toml alone, so a code edit rebuilds
+    only the project's own install (make image-test stays minutes, not a full rebuild)."""
+    steps = BY_NAME[name].instructions
+    wheels = next(
+        i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "-r /tmp/requirements" in args
+    )
+    copied_before = [args.split()[0] for kw, args in steps[:wheels] if kw == "COPY"]
+    assert copied_before == ["pyproject.toml", "docker/pyproject_requirements.py"]
+    command = " ".join(["pyproject_requirements.py pyproject.toml", *extras]) + " >"
+    assert command in steps[wheels][1]
+    script, pyproject = ROOT / "docker" / "pyproject_requirements.py", ROOT / "pyproject.toml"
+    printed = subprocess.run(
+        [sys.executable, str(script), str(pyproject), *extras],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    project = PYPROJECT["project"]
+    assert printed == project["dependencies"] + [
+        dep for extra in extras for dep in project["optional-dependencies"][extra]
+    ]

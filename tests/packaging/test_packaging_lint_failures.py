@@ -38,7 +38,7 @@ BREAKAGES = [
     ),
     Breakage(
         "shellcheck-unquoted-args", "lint-shell", "SHELL_SCRIPTS", "docker/entrypoint.sh",
-        '--port 8000 "$@"', "--port 8000 $@", "SC2068",
+        ':-8000}" "$@"', ':-8000}" $@', "SC2068",
     ),
     Breakage(
         "hadolint-root-user", "lint-dockerfile", "DOCKERFILE", "Dockerfile",
@@ -172,9 +172,10 @@ def test_ci_fails_when_a_lint_check_fails(tmp_path: Path) -> None:
 
 
 def test_ci_fails_when_a_test_is_skipped(tmp_path: Path) -> None:
-    rc, output, _ = _run_ci(tmp_path, lint_rc=0, summary="== 5 passed, 1 skipped in 1.00s ==")
+    rc, output, calls = _run_ci(tmp_path, lint_rc=0, summary="== 5 passed, 1 skipped in 1.00s ==")
     assert rc != 0, output
     assert "skipped" in output
+    assert not any("image-test" in c for c in calls), calls
 
 
 def test_ci_passes_and_ends_with_the_pytest_summary(tmp_path: Path) -> None:
@@ -184,6 +185,7 @@ def test_ci_passes_and_ends_with_the_pytest_summary(tmp_path: Path) -> None:
     assert [c.split()[-2:] for c in calls] == [
         ["--no-print-directory", "lint"],
         ["test", "PYTEST_ARGS=-rs"],
+        ["--no-print-directory", "image-test"],
     ]
 
 

@@ -45,12 +45,14 @@ from reliability_helpers import REQUEST_TIMEOUT_S, assert_classification, assert
 
 MiB_KB = 1024
 # "A few seconds" for an honest photo while an attack is under way, on a loaded 2-core machine.
-HONEST_WITHIN_S = 3.0
+HONEST_WITHIN_S = 5.0
 HONEST_PAUSE_S = 0.25  # between honest photos: a client's pace, not a second attack on the CPU
 # A refusal from the header and structure: no decode, so well under a second when idle.
 REFUSED_WITHIN_S = 2.0
-# The budgeted server's EFFICIENTNET_DECODE_TIMEOUT_S; its slow scan file takes ~3 s to decode.
-DECODE_TIMEOUT_S = 1.0
+# The budgeted server's EFFICIENTNET_DECODE_TIMEOUT_S. Its slow scan file (at the structural
+# limits) takes ~1 s to decode on an idle machine and ~3 s on a busy one; an honest photo, a few
+# milliseconds to ~0.1 s.
+DECODE_TIMEOUT_S = 0.3
 # What a decode gets once SIGTERM has come (service/decoding.py's SHUTDOWN_DECODE_S).
 SHUTDOWN_DECODE_S = 2.0
 # The default decode memory budget at the default 50 MP limit: 8 bytes a pixel (381 MiB).
@@ -344,30 +346,44 @@ def test_refusals_do_not_name_library_internals(served: Server) -> None:
 
 
 def test_sigterm_does_not_wait_for_a_decode(
-    roomy: Server, scan_bomb: bytes, slow_scans: bytes
+    lite0_onnx: Path, tmp_path_factory: pytest.TempPathFactory, scan_bomb: bytes, slow_scans: bytes
 ) -> None:
     """SIGTERM took 27 s with a scan bomb decoding. Now the bomb never decodes, and on SIGTERM
-    the decodes in progress get SHUTDOWN_DECODE_S (2 s), not the 60 s decode budget of this
-    server: the slow ones are cut with 503, and the server exits promptly."""
-    answers: list[Outcome] = []
-    threads = [
-        threading.Thread(target=lambda d=data: answers.append(_post(roomy.url, d, 30)))
-        for data in (scan_bomb, slow_scans, slow_scans)
-    ]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)  # the bomb refused, the two slow decodes under way (~3 s each)
-    workers = _worker_pids(roomy)
-    started = time.monotonic()
-    roomy.process.send_signal(signal.SIGTERM)
-    code = stop_server(roomy)
-    seconds = time.monotonic() - started
-    for thread in threads:
-        thread.join(30)
+    the decodes in progress or queued get SHUTDOWN_DECODE_S (2 s), not the 60 s decode budget of
+    this server: the slow ones are cut with 503, and the server exits promptly.
+
+    One decode worker and five slow images (0.8-3 s each, by machine) queued behind each other:
+    however fast the machine, they cannot all finish within the 2 s after SIGTERM, so the cut
+    is exercised, and not only on a busy machine."""
+    env = model_env(
+        lite0_onnx,
+        EFFICIENTNET_DECODE_TIMEOUT_S="60",
+        EFFICIENTNET_REQUEST_TIMEOUT_S="90",
+        EFFICIENTNET_PREPROCESS_THREADS="1",
+    )
+    log = tmp_path_factory.mktemp("sigterm") / "server.log"
+    with running_server(env, log) as server:
+        answers: list[Outcome] = []
+        threads = [
+            threading.Thread(target=lambda d=data: answers.append(_post(server.url, d, 30)))
+            for data in (scan_bomb, *[slow_scans] * 5)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the bomb refused, the first slow decode under way, the rest queued
+        workers = _worker_pids(server)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = stop_server(server)
+        seconds = time.monotonic() - started
+        for thread in threads:
+            thread.join(30)
     statuses = sorted(a.status for a in answers)
-    print(f"SIGTERM with two slow decodes in flight: exited {code} in {seconds:.2f} s; {statuses}")
-    assert code == 0, roomy.log_text()[-3000:]
+    print(f"SIGTERM with slow decodes in flight and queued: exited {code} in {seconds:.2f} s; "
+          f"{statuses}")  # fmt: skip
+    assert code == 0, server.log_text()[-3000:]
     assert seconds < SHUTDOWN_DECODE_S + 2.0, seconds
-    assert statuses == [422, 503, 503], answers
+    assert len(statuses) == 6 and statuses.count(422) == 1, answers  # the bomb, by its structure
+    assert set(statuses) <= {200, 422, 503} and 503 in statuses, answers
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     assert not alive, f"decode workers {alive} outlived the server"

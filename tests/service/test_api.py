@@ -288,3 +288,23 @@ async def test_openapi_documents_models_and_errors(lite0: httpx.AsyncClient) -> 
     )
     assert "ClassifyResponse" in schema["components"]["schemas"]
     assert (await lite0.get("/docs")).status_code == 200
+
+
+async def test_requests_refused_before_routing_keep_their_route_label(lite0_onnx: Path) -> None:
+    """A 413 on Content-Length is answered by the body limiter before routing: its metric must
+    still name /classify (the app's paths, flattened from the included routers), while an
+    arbitrary client path stays "other" (bounded label cardinality)."""
+    settings = settings_for(lite0_onnx, max_upload_bytes=1000)
+    async with in_process(settings) as client:
+        big = {**JPEG, "Content-Length": "5000"}
+        assert (await client.post("/classify", content=b"x" * 5000, headers=big)).status_code == 413
+        assert (
+            await client.post("/no/such/path", content=b"x" * 5000, headers=big)
+        ).status_code in (
+            404,
+            413,
+        )
+        text = (await client.get("/metrics")).text
+    labels = {"route": "/classify", "status": "413"}
+    assert metric_value(text, "efficientnet_requests_total", labels) == 1
+    assert 'route="/no/such/path"' not in text

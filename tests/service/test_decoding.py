@@ -106,6 +106,30 @@ def test_plan_estimates_the_decoded_memory() -> None:
     assert plan_decode(prog, LIMIT, draft_to=256).memory_bytes == drafted + 2000 * 1600 * 2
 
 
+def _exif_with_orientation(kind: int, count: int, inline: bytes) -> bytes:
+    """An EXIF block whose only entry is Orientation (0x0112) of any TIFF type, written by hand:
+    Pillow refuses to write one that is not a SHORT, but cameras and editors do."""
+    entry = struct.pack(">HHI", 0x0112, kind, count) + inline.ljust(4, b"\0")
+    return b"Exif\0\0MM\0\x2a" + struct.pack(">IH", 8, 1) + entry + struct.pack(">I", 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "count", "inline"),
+    [(2, 3, b"ab\0"), (2, 2, b"6\0"), (3, 2, struct.pack(">HH", 6, 1)), (3, 1, b"\0\x63")],
+    ids=["text", "digit-text", "two-shorts", "out-of-range"],
+)
+def test_an_odd_exif_orientation_is_planned_and_decoded_not_a_500(
+    kind: int, count: int, inline: bytes
+) -> None:
+    """Files in the wild store Orientation as text or out of range; the plan must not raise a
+    bare ValueError (a 500, and a whole /classify/batch lost) where the decode itself copes."""
+    exif = _exif_with_orientation(kind, count, inline)
+    data = encode(Image.new("RGB", (64, 48), (200, 30, 30)), "JPEG", exif=exif)
+    plan = plan_decode(data, LIMIT, draft_to=32)
+    assert (plan.width, plan.height) == (64, 48)
+    assert preprocess(data, SPEC, LIMIT).shape == (SPEC.crop_size, SPEC.crop_size, 3)
+
+
 def _plan(megabytes: int) -> DecodePlan:
     return DecodePlan(1, 1, "RGB", megabytes * MiB)
 
@@ -187,7 +211,9 @@ def test_close_stops_a_decode_in_progress() -> None:
     limits = DecodeLimits(workers=1, timeout_s=60, memory_bytes=256 * MiB, max_pixels=10**9)
     pool = DecodePool(SPEC, limits)
     errors: list[BaseException] = []
-    slow = flat_png(6000, 6000)
+    # 300 scans of 16 MP: several seconds even on a fast idle machine (a flat 36 MP PNG could
+    # finish within the 0.3 s below and leave nothing to stop).
+    slow = progressive("L", extra_scans=300, size=(4000, 4000))
 
     def decode() -> None:
         try:

@@ -267,3 +267,18 @@ def test_cli_serves_and_drains_on_sigterm(lite0_onnx: Path, photos: dict[str, An
     assert "CUDA is not available, running on CPUExecutionProvider" in stderr  # auto: loud
     assert "on CPUExecutionProvider" in stderr and "ready" in stderr
     assert startup_s < 30
+
+
+def test_default_thread_counts_follow_the_cpu_quota_not_the_host(tmp_path: Path) -> None:
+    """A pod limited to 2 CPUs on a big node: threads (and decode worker processes) follow the
+    cgroup quota; with no quota, the affinity mask."""
+    from service.config import usable_cores
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs
+    assert usable_cores(cpu_max) == min(2, len(os.sched_getaffinity(0)))
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores(cpu_max) == len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path / "absent") == len(os.sched_getaffinity(0))
+    cpu_max.write_text("garbage\n")
+    assert usable_cores(cpu_max) == len(os.sched_getaffinity(0))

@@ -22,18 +22,31 @@ from typing import Any
 import pytest
 import uvicorn
 from service_helpers import READY_TIMEOUT_S, settings_for
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.app import create_app
 from service.server import HardenedHTTPProtocol, Server, _LingeringTransport, uvicorn_config
 
-# The protocol methods server.py overrides and calls through super(), with their parameters.
+# The protocol methods server.py overrides (most call super()), with their parameters.
 OVERRIDDEN = {
     "connection_made": ["self", "transport"],
     "data_received": ["self", "data"],
+    "on_message_begin": ["self"],
+    "on_header": ["self", "name", "value"],
+    "on_headers_complete": ["self"],
+    "on_body": ["self", "body"],
+    "on_message_complete": ["self"],
     "on_response_complete": ["self"],
+    "resume_writing": ["self"],
+    "eof_received": ["self"],
     "connection_lost": ["self", "exc"],
+}
+# uvicorn's methods server.py calls without overriding them: it feeds httptools' parser itself
+# (one request at a time), so it must answer parse errors and upgrades the way uvicorn would.
+CALLED = {
+    "send_400_response": ["self", "msg"],
+    "_unset_keepalive_if_required": ["self"],
+    "handle_websocket_upgrade": ["self"],
 }
 
 
@@ -47,11 +60,12 @@ def need(obj: Any, name: str, why: str) -> Any:
     return getattr(obj, name)
 
 
-@pytest.mark.parametrize("base", [HttpToolsProtocol, H11Protocol], ids=["httptools", "h11"])
-def test_the_protocol_methods_server_py_overrides_still_exist(base: type) -> None:
-    # AutoHTTPProtocol is httptools when installed (uvicorn[standard]), else h11: check both.
-    for name, params in OVERRIDDEN.items():
-        method = need(base, name, "HardenedHTTPProtocol overrides it and calls super()")
+def test_the_protocol_methods_server_py_overrides_or_calls_still_exist() -> None:
+    # HardenedHTTPProtocol subclasses HttpToolsProtocol itself (uvicorn[standard] installs it).
+    base = HttpToolsProtocol
+    for name, params in {**OVERRIDDEN, **CALLED}.items():
+        why = "HardenedHTTPProtocol overrides it" if name in OVERRIDDEN else "server.py calls it"
+        method = need(base, name, why)
         got = list(inspect.signature(method).parameters)
         assert got == params, (
             f"uvicorn {uvicorn.__version__}: {base.__qualname__}.{name}{tuple(got)} changed its "
@@ -129,9 +143,21 @@ def test_the_protocol_state_server_py_reads_mid_request(served: Server) -> None:
         assert need(cycle, "more_body", "body_incoming(): is the body still coming") is True
         assert need(cycle, "disconnected", "body_incoming(): has the client gone") is False
         assert need(cycle, "response_complete", "re-arming the header timer") is False
+        need(cycle, "keep_alive", "a half-closed client's connection closes after its answer")
+        # middleware.py's body-rate check looks into the cycle behind the ASGI receive().
+        need(cycle, "body", "BodyRate: is any of the body waiting in uvicorn's buffer")
+        need(need(cycle, "message_event", "BodyRate: has a chunk arrived"), "is_set", "BodyRate")
+        receive = need(cycle, "receive", "the ASGI receive the middleware is handed")
+        assert getattr(receive, "__self__", None) is cycle, (
+            f"uvicorn {uvicorn.__version__}: receive() is no longer a method of the request "
+            "cycle, so middleware.py's body-rate check cannot see uvicorn's buffer"
+        )
+        need(need(protocol, "parser", "server.py feeds httptools itself"), "feed_data", "parser")
+        need(protocol, "logger", "server.py wraps it to log each refusal kind once")
         flow = need(protocol, "flow", "the lingering close pauses/resumes reading")
         need(flow, "pause_reading", "reading stops once LINGER_BYTES are dropped")
         need(flow, "resume_reading", "reading resumes to drain the rest of the body")
+        need(flow, "write_paused", "pipelined bytes wait until the client has read its answer")
         need(protocol, "loop", "the header and linger timers are scheduled on it")
         transport = need(protocol, "transport", "uvicorn closes the connection through it")
         assert isinstance(transport, _LingeringTransport), (

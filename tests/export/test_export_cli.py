@@ -8,13 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 import torchvision
+from realistic import make_realistic
 
-from model_export.__main__ import main
+from model_export.__main__ import main, override_preprocessing, parse_args
+from model_export.variants import VARIANTS
+from model_export.verify import graph_logits, photo_batch, reference_logits
+from model_export.weights import load_model
 
 FLOWERS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
@@ -25,12 +30,18 @@ def _metadata(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def flowers_ckpt(tmp_path_factory) -> Path:
-    """A torchvision `efficientnet_b0(num_classes=5)` training checkpoint (DataParallel)."""
-    directory = tmp_path_factory.mktemp("flowers")
+def flowers_model() -> torch.nn.Module:
+    """torchvision's `efficientnet_b0(num_classes=5)`, as fine-tuned (realistic statistics)."""
     torch.manual_seed(5)
     model = torchvision.models.efficientnet_b0(num_classes=5)
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    return make_realistic(model, VARIANTS["b0"].default_preprocessing(), seed=6)
+
+
+@pytest.fixture(scope="module")
+def flowers_ckpt(flowers_model, tmp_path_factory) -> Path:
+    """Its training checkpoint (DataParallel prefixes) and a 5-line labels file."""
+    directory = tmp_path_factory.mktemp("flowers")
+    state = {f"module.{k}": v for k, v in flowers_model.state_dict().items()}
     torch.save({"model_state_dict": state, "epoch": 30}, directory / "ckpt.pth")
     (directory / "labels.txt").write_text("\n".join(FLOWERS) + "\n")
     return directory / "ckpt.pth"
@@ -43,7 +54,7 @@ def _refused(capsys, argv: list[str]) -> str:
     return err
 
 
-def test_labels_and_name_make_a_five_class_graph(flowers_ckpt, tmp_path):
+def test_labels_and_name_make_a_five_class_graph(flowers_model, flowers_ckpt, tmp_path):
     labels = flowers_ckpt.with_name("labels.txt")
     done = subprocess.run(
         [sys.executable, "-m", "model_export", "--variant", "b0", "--weights",
@@ -60,6 +71,14 @@ def test_labels_and_name_make_a_five_class_graph(flowers_ckpt, tmp_path):
     assert meta["architecture"]["num_classes"] == 5
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].shape == ["batch", 5]
+    # Against torchvision itself, in float64, at the preprocessing the file states.
+    _, info = load_model(VARIANTS["b0"], str(flowers_ckpt))
+    images = photo_batch(info.preprocessing)
+    expected = reference_logits(flowers_model, info.preprocessing, images)
+    got = graph_logits(path, images)
+    assert np.abs(expected).max() > 1.0
+    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert (got.argmax(1) == expected.argmax(1)).all()
 
 
 def test_labels_are_required_for_other_class_counts(flowers_ckpt, tmp_path, capsys):
@@ -105,3 +124,26 @@ def test_usage_errors_are_one_line(capsys, argv, needle):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_preprocessing_overrides(flowers_ckpt):
+    _, info = load_model(VARIANTS["b0"], str(flowers_ckpt))
+    assert info.preprocessing_source == "the b0 default"
+    args = parse_args(["--variant", "b0", "--resolution", "300", "--crop-pct", "0.9",
+                       "--interpolation", "bilinear", "--mean", "0.5", "0.5", "0.5",
+                       "--std", "0.25", "0.25", "0.25"])  # fmt: skip
+    pre = override_preprocessing(info, args).preprocessing
+    assert (pre.resize_size, pre.crop_size, pre.interpolation) == (333, 300, "bilinear")
+    assert pre.mean == (0.5,) * 3 and pre.std == (0.25,) * 3
+    kept = override_preprocessing(info, parse_args(["--variant", "b0", "--resolution", "448"]))
+    assert (kept.preprocessing.resize_size, kept.preprocessing.crop_size) == (512, 448)
+    assert "overridden" in kept.preprocessing_source
+    assert override_preprocessing(info, parse_args(["--variant", "b0"])) is info
+    with pytest.raises(ValueError, match="resize"):
+        override_preprocessing(info, parse_args(["--variant", "b0", "--resize", "100"]))
+
+
+def test_crop_pct_and_resize_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--variant", "b0", "--crop-pct", "0.9", "--resize", "256"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: ")
