@@ -147,3 +147,12 @@ clean: ## delete the venv and caches (keeps exported graphs)
 .PHONY: image-test
 image-test: $(STAMP_TEST) ## build + run the images and the compose file on a real engine (root)
 	$(BIN)/python tools/image_test.py
+
+# Issue 13: the service side by side with NVIDIA Triton, TorchServe and BentoML (~12 min on
+# 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
+# benchmarks/peers/<peer>/requirements.txt. Not in CI (too long); tests/benchmarks runs its
+# --quick dry run.
+BENCH_PEERS_ARGS ?=
+.PHONY: bench-peers
+bench-peers: $(STAMP_TEST) ## issue 13's peers (~12 min); writes artifacts/peers-*.{md,json}
+	$(BIN)/python -m benchmarks.peers $(BENCH_PEERS_ARGS)

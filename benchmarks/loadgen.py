@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import struct
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ class Upload:
     name: str
     body: bytes
     content_type: str
+    inference_header_length: int | None = None  # the OIP binary extension's JSON header size
 
 
 @dataclass
@@ -56,11 +58,69 @@ def multipart_upload(path: Path, field_name: str) -> Upload:
     return Upload(path.name, body, f"multipart/form-data; boundary={boundary}")
 
 
+def raw_upload(path: Path) -> Upload:
+    """The file itself as the body (TorchServe's `curl -T photo.jpg /predictions/<model>`)."""
+    return Upload(path.name, path.read_bytes(), "application/octet-stream")
+
+
+def oip_upload(path: Path, input_name: str, datatype: str, shape: list[int]) -> Upload:
+    """One Open Inference Protocol (KServe v2 / Triton) request with the binary tensor data
+    extension, as tritonclient sends it: a JSON header, then the raw tensor bytes. BYTES
+    elements are length-prefixed (4-byte little-endian); the `labels` output comes back as
+    JSON strings "score:index:label", best first."""
+    data = path.read_bytes()
+    raw = struct.pack("<I", len(data)) + data if datatype == "BYTES" else data
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": shape,
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "labels", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    return Upload(path.name, header + raw, "application/octet-stream", len(header))
+
+
+# How each server's request is built: `--format` picks one (the peers speak their own APIs).
+FORMATS = ("multipart", "raw", "oip-bytes", "oip-uint8")
+
+
+def make_upload(path: Path, fmt: str, field_name: str, tensor_shape: list[int]) -> Upload:
+    if fmt == "multipart":
+        return multipart_upload(path, field_name)
+    if fmt == "raw":
+        return raw_upload(path)
+    if fmt == "oip-bytes":
+        return oip_upload(path, "encoded_image", "BYTES", [1, 1])
+    if fmt == "oip-uint8":
+        return oip_upload(path, "image", "UINT8", [1, *tensor_shape])
+    raise ValueError(f"unknown request format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
 def _top1(body: bytes) -> str | None:
+    """The best label, from any of the response shapes the benchmarked servers answer with:
+    ours ({"predictions": [{"label": ...}]}, also BentoML's), the Open Inference Protocol's
+    `labels` output ("score:index:label" strings) and TorchServe's ({label: score, ...}, best
+    first)."""
     try:
-        return str(json.loads(body)["predictions"][0]["label"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        doc = json.loads(body)
+        if isinstance(doc, list) and len(doc) == 1:  # BentoML: a batchable API's one-item list
+            doc = doc[0]
+        if "predictions" in doc:
+            return str(doc["predictions"][0]["label"])
+        if "outputs" in doc:
+            (labels,) = [o for o in doc["outputs"] if o["name"] == "labels"]
+            return str(labels["data"][0]).split(":", 2)[2]
+        if doc and all(isinstance(v, float) for v in doc.values()):
+            return str(next(iter(doc)))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
+    return None
 
 
 class RawConnection:
@@ -78,9 +138,13 @@ class RawConnection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, upload: Upload) -> tuple[int, bytes]:
+        extra = ""
+        if upload.inference_header_length is not None:
+            extra = f"Inference-Header-Content-Length: {upload.inference_header_length}\r\n"
         head = (
             f"POST {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: {upload.content_type}\r\nContent-Length: {len(upload.body)}\r\n\r\n"
+            f"Content-Type: {upload.content_type}\r\nContent-Length: {len(upload.body)}\r\n"
+            f"{extra}\r\n"
         ).encode()
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port)
@@ -136,6 +200,8 @@ class HttpxConnection:
 
     async def post(self, upload: Upload) -> tuple[int, bytes]:
         headers = {"content-type": upload.content_type}
+        if upload.inference_header_length is not None:
+            headers["inference-header-content-length"] = str(upload.inference_header_length)
         response = await self.client.post(self.url, content=upload.body, headers=headers)
         return response.status_code, response.content
 
@@ -233,6 +299,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", required=True)
     parser.add_argument("--file", type=Path, action="append", required=True)
     parser.add_argument("--field", default="file", help="multipart field name")
+    parser.add_argument("--format", choices=FORMATS, default="multipart", help="request shape")
+    parser.add_argument(
+        "--tensor-shape", default="224,224,3", help="oip-uint8: one image's H,W,C (file = raw)"
+    )
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--requests", type=int, required=True, help="measured requests")
     parser.add_argument("--max-seconds", type=float, default=60.0)
@@ -255,7 +325,8 @@ def _runner():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    uploads = [multipart_upload(path, args.field) for path in args.file]
+    shape = [int(x) for x in args.tensor_shape.split(",")]
+    uploads = [make_upload(path, args.format, args.field, shape) for path in args.file]
     result = asyncio.run(
         run_load(args.url, uploads, args.concurrency, args.requests, args.max_seconds, args.warmup)
     )

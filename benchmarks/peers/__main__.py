@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.peers.harness import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""BentoML: one service, adaptive batching around an onnxruntime session."""

@@ -1,0 +1,1 @@
+"""TorchServe: its built-in `image_classifier` handler on the network in PyTorch eager."""

@@ -1,0 +1,1 @@
+"""NVIDIA Triton Inference Server through PyTriton (`nvidia-pytriton`)."""
