@@ -140,7 +140,7 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
     return targets
 
 
-def _fmt(x: float | None, digits: int = 1) -> str:
+def fmt(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
@@ -167,7 +167,7 @@ def figures_table(result: VariantResult) -> str:
         phone = result.inprocess["pipelined_phone"]["throughput"]
         ref_tput = phone if key.endswith("phone") else limit
         cells = [label, f"{s['throughput']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p95_ms']:.1f}"]
-        cells += [f"{s['p99_ms']:.1f}", _fmt(s.get("cpu_ms_per_item"))]
+        cells += [f"{s['p99_ms']:.1f}", fmt(s.get("cpu_ms_per_item"))]
         cells += ["", f"{s['throughput'] / ref_tput:.2f}", "", "0"]
         lines.append("| " + " | ".join(cells) + " |")
     for server in (result.service, result.torch):
@@ -207,9 +207,9 @@ def _server_row(
     vs_torch = ""
     if torch and torch.get("throughput"):
         vs_torch = f"{tput / float(torch['throughput']):.2f}"
-    cpu = f"{_fmt(s.get('server_cpu_ms_per_request'))} ({_fmt(s.get('cpu_ms_per_item'))})"
-    cells = [f"{name} HTTP {label}", f"{tput:.1f}", _fmt(s.get("p50_ms")), _fmt(s.get("p95_ms"))]
-    cells += [_fmt(s.get("p99_ms")), cpu, _fmt(s.get("rss_mb_during"), 0)]
+    cpu = f"{fmt(s.get('server_cpu_ms_per_request'))} ({fmt(s.get('cpu_ms_per_item'))})"
+    cells = [f"{name} HTTP {label}", f"{tput:.1f}", fmt(s.get("p50_ms")), fmt(s.get("p95_ms"))]
+    cells += [fmt(s.get("p99_ms")), cpu, fmt(s.get("rss_mb_during"), 0)]
     cells += [f"{tput / limit:.2f}", vs_torch, str(s.get("errors", 0))]
     return "| " + " | ".join(cells) + " |"
 

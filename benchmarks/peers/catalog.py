@@ -92,13 +92,7 @@ def stop_tree(server: Server, timeout_s: float = 30.0) -> None:
     """SIGINT to the server, then SIGKILL to whatever of its process tree is left (a Java
     frontend, a tritonserver, Python-backend stubs)."""
     pids = process_tree(server.process.pid)
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
-        try:
-            server.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    server.stop(timeout_s)
     for pid in pids[1:]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Target
+from benchmarks.report import fmt as _f
 
 REFERENCE = {"jpeg": "service", "uint8": "service /v2 uint8 tensors"}
 WIN_LEVELS = (16, 64)  # ahead of every peer here, on the web photos
@@ -119,10 +120,6 @@ def agreement(measured: list[Measured]) -> list[str]:
     labels = ", ".join(f"{k}: {v}" for k, v in sorted(ref.items()))
     lines.append(f"- the service's top-1: {labels}")
     return lines
-
-
-def _f(x: float | None, digits: int = 1) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
 
 
 HEADER = (
