@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # (431 past either), and the lingering close after an early answer (413 before the body).
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * MiB)
     max_header_count: int = Field(default=100, ge=8, le=10_000)
+    # Requests one connection may make before the server closes it (nginx's keepalive_requests,
+    # same default): bounds what one connection's pipelined flood costs the event loop.
+    max_requests_per_connection: int = Field(default=1000, ge=1, le=1_000_000)
     linger_s: float = Field(default=10.0, ge=0, le=600)
     linger_bytes: int = Field(default=64 * MiB, ge=0)
     # Slow bodies (Kestrel's MinRequestBodyDataRate): after the grace period a body must have

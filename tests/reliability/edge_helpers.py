@@ -87,6 +87,29 @@ class AnswerReader:
         return chunk
 
 
+def read_until_closed(
+    sock: socket.socket, timeout_s: float, reader: AnswerReader | None = None
+) -> list[Answer]:
+    """Every response still to come on ``sock`` until the server closes it cleanly (a FIN, not a
+    reset); AssertionError if it stays open past ``timeout_s`` or ends mid-response."""
+    reader = reader or AnswerReader(sock)
+    deadline = time.monotonic() + timeout_s
+    answers = []
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"still open after {timeout_s} s and {len(answers)} answers"
+        sock.settimeout(left)
+        if not reader.buffer:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return answers
+            reader.buffer = chunk
+        answers.append(reader.next(timeout_s=left))
+
+
 def read_answer(sock: socket.socket, timeout_s: float) -> Answer:
     """One response from ``sock`` (a connection that sent one request)."""
     return AnswerReader(sock).next(timeout_s)

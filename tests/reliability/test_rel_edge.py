@@ -23,6 +23,7 @@ from edge_helpers import (
     connect,
     metric,
     read_answer,
+    read_until_closed,
     small_photo,
 )
 from live_server import Server, model_env, running_server
@@ -32,6 +33,7 @@ MAX_QUEUE = 4
 CAPACITY = MAX_QUEUE + 2 * 2 + 2  # + 2 inference workers x batch 2 + 2 preprocessing threads
 MAX_UPLOAD = 1 * MiB
 MAX_CONNECTIONS = 48
+MAX_REQUESTS = 1000  # per connection: the default
 GRACE_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
 # How much the server's peak RSS may grow under an attack whose cost must be bounded. Without
@@ -109,10 +111,12 @@ def test_too_many_header_fields_get_431(edge: Server) -> None:
 
 
 def test_pipelined_flood_that_never_reads_is_bounded(edge: Server, photo: bytes) -> None:
-    """6 connections push 4 MiB of pipelined GET /healthz each and never read: the server parses
-    one request at a time per connection and reads no further until its answer is taken (what
-    the clients manage to send waits in the kernel's socket buffers, then TCP holds them back),
-    so its memory stays flat; honest uploads are served meanwhile."""
+    """6 connections push 4 MiB of pipelined GET /healthz each (120,000 requests) and never
+    read. The server parses one request at a time per connection and reads no further until its
+    answer is taken, so its memory stays flat; and it answers at most MAX_REQUESTS of them per
+    connection before closing it, so honest uploads made *during* the flood are served promptly
+    (without that bound every answer that fit in the clients' socket buffers was computed: 20 s
+    of a busy event loop, honest uploads 5-7 s each)."""
     request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
     flood = request * (4 * MiB // len(request))
     edge.reset_peak()
@@ -122,19 +126,52 @@ def test_pipelined_flood_that_never_reads_is_bounded(edge: Server, photo: bytes)
     for pusher in pushers:
         pusher.start()
     try:
-        time.sleep(3)  # long enough for each connection to be pushed as far as it goes
+        time.sleep(0.2)  # the flood is under way
         honest = assert_honest_served(edge, photo)
+        time.sleep(
+            1
+        )  # what the clients manage to send waits in socket buffers, then TCP stops them
         sent = [p.sent for p in pushers]
+        answered = [read_until_closed(sock, timeout_s=30) for sock in socks]
     finally:
         for pusher, sock in zip(pushers, socks, strict=True):
             pusher.stop.set()
             sock.close()
     growth = _peak_growth_mb(edge, before)
-    print(f"\npipelined: 6 x 4 MiB, sent {sent}, peak RSS +{growth:.1f} MB, honest {honest}")
+    counts = [len(answers) for answers in answered]
+    print(
+        f"\npipelined: 6 x 4 MiB, sent {sent}, answered {counts}, peak RSS +{growth:.1f} MB, "
+        f"honest {honest}"
+    )
     # Without the bound, parsing these floods took the RSS up by ~140 MB per connection.
     assert growth < RSS_BUDGET_MB, f"peak RSS grew {growth:.0f} MB (sent {sent})"
+    assert counts == [MAX_REQUESTS] * 6, counts
+    for answers in answered:
+        assert {a.status for a in answers} == {200}
+        assert answers[-1].headers.get("connection") == "close"
     time.sleep(0.5)
     edge.assert_alive()
+
+
+def test_a_connection_is_closed_after_its_request_limit_without_losing_an_answer(
+    edge: Server,
+) -> None:
+    """A client that pipelines past EFFICIENTNET_MAX_REQUESTS_PER_CONNECTION and keeps sending
+    gets every answer up to the limit, the last saying ``Connection: close``, then a clean FIN:
+    the rest it sent is drained (a lingering close), not answered with a TCP reset that could
+    destroy answers it has not read yet. Requests below the limit keep the connection open."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    with connect(edge) as sock:
+        sock.sendall(request * (MAX_REQUESTS - 1))
+        reader = AnswerReader(sock)
+        first = [reader.next(timeout_s=10) for _ in range(MAX_REQUESTS - 1)]
+        assert all(a.headers.get("connection") != "close" for a in first)
+        sock.sendall(request * 50)  # past the limit: one more answer, then the close
+        time.sleep(0.2)
+        sock.sendall(request * 50)  # still sending while the server closes
+        rest = read_until_closed(sock, timeout_s=10, reader=reader)
+    assert len(rest) == 1 and rest[0].status == 200, [a.status for a in rest]
+    assert rest[0].headers.get("connection") == "close"
 
 
 def test_pipelined_requests_from_a_client_that_reads_are_answered_in_order(
