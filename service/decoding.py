@@ -13,8 +13,9 @@ The path of an upload:
    thread of the server: refusals that need no pixels (413 pixel limit, 422 too many scans)
    cost no worker, and the plan says how much memory the decode will hold.
 2. ``DecodeBudget`` reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB before the decode
-   starts: two big images wait for each other instead of doubling the peak; one bigger than the
-   whole budget gets 413 at once.
+   starts: two big images wait for each other instead of doubling the peak (a small one may
+   pass a waiting big one, until that has waited a second); one bigger than the whole budget
+   gets 413 at once.
 3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
    answers with the model's small uint8 input (150 kB at 224², never the decoded image). Past
    EFFICIENTNET_DECODE_TIMEOUT_S the worker is killed and replaced, and the request gets 422.
@@ -34,6 +35,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -65,6 +67,8 @@ WORKER_SLACK_BYTES = 256 * MiB
 # completes; a slower decode is cut (503, retry elsewhere) rather than holding the exit for up
 # to EFFICIENTNET_DECODE_TIMEOUT_S.
 SHUTDOWN_DECODE_S = 2.0
+# A decode waiting this long for memory is no longer overtaken by smaller ones (DecodeBudget).
+BUDGET_AGING_S = 1.0
 # How often a waiting thread looks whether a shutdown has shortened its deadline.
 _WAIT_SLICE_S = 0.25
 
@@ -247,12 +251,24 @@ class DecodePool:
 
 
 class DecodeBudget:
-    """Bytes of decode memory in use, out of a total; a reservation waits until it fits."""
+    """Bytes of decode memory in use, out of a total; a reservation waits until it fits.
 
-    def __init__(self, total: int) -> None:
+    First fit in arrival order, so a big image waiting does not hold up small ones; but once a
+    waiter has waited ``aging_s``, nobody behind it is served first, so a steady stream of small
+    images cannot starve a big one until its request times out.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        aging_s: float = BUDGET_AGING_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
         self.free = total
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.aging_s = aging_s
+        self._clock = clock
+        self._waiters: list[_Waiter] = []  # in arrival order
 
     async def acquire(self, plan: DecodePlan) -> None:
         """Reserve ``plan``'s memory, waiting until it fits; 413 if it never could."""
@@ -269,28 +285,43 @@ class DecodeBudget:
         self._wake()
 
     async def _acquire(self, amount: int) -> None:
-        if amount <= self.free:
+        self._wake()  # an aged waiter may have become due: it goes first
+        if amount <= self.free and not self._aged_waiter(self._clock()):
             self.free -= amount
             return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append((amount, waiter))
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(amount, self._clock(), loop.create_future())
+        self._waiters.append(waiter)
         try:
-            await waiter
+            await waiter.future
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.future.done() and not waiter.future.cancelled():
                 self.free += amount  # granted as we were cancelled: give it back
-            self._waiters = [w for w in self._waiters if w[1] is not waiter]
+            self._waiters = [w for w in self._waiters if w is not waiter]
             self._wake()
             raise
 
+    def _aged_waiter(self, now: float) -> bool:
+        return any(now - w.since >= self.aging_s for w in self._waiters)
+
     def _wake(self) -> None:
-        # First fit in arrival order: a big image waiting does not hold up small ones.
-        for entry in list(self._waiters):
-            amount, waiter = entry
-            if amount <= self.free and not waiter.done():
-                self.free -= amount
-                self._waiters.remove(entry)
-                waiter.set_result(None)
+        now = self._clock()
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                continue
+            if waiter.amount <= self.free:
+                self.free -= waiter.amount
+                self._waiters.remove(waiter)
+                waiter.future.set_result(None)
+            elif now - waiter.since >= self.aging_s:
+                return  # it has waited long enough: nobody behind it goes first
+
+
+@dataclass
+class _Waiter:
+    amount: int
+    since: float  # the budget's clock when it began to wait
+    future: asyncio.Future[None]
 
 
 class Decoder:

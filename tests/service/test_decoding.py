@@ -151,6 +151,28 @@ async def test_budget_queues_what_does_not_fit_and_refuses_what_never_will() -> 
     assert budget.free == budget.total
 
 
+async def test_budget_lets_no_stream_of_small_images_starve_a_big_one() -> None:
+    """First fit only while a waiter is young: once it has waited ``aging_s``, smaller images
+    that would fit queue behind it instead of overtaking it until its request times out."""
+    now = [0.0]
+    budget = DecodeBudget(100 * MiB, aging_s=1.0, clock=lambda: now[0])
+    await budget.acquire(_plan(50))
+    big = asyncio.create_task(budget.acquire(_plan(80)))
+    await asyncio.sleep(0.01)
+    now[0] = 0.5
+    await budget.acquire(_plan(30))  # the big one is young: first fit lets a small one by
+    now[0] = 1.5
+    small = asyncio.create_task(budget.acquire(_plan(10)))  # 20 MiB free, but it must wait
+    await asyncio.sleep(0.01)
+    assert not small.done() and not big.done()
+    budget.release(_plan(50))  # 70 free: still not enough for the big one, nor its turn lost
+    await asyncio.sleep(0.01)
+    assert not small.done() and not big.done()
+    budget.release(_plan(30))
+    await asyncio.wait_for(asyncio.gather(big, small), 1)
+    assert budget.free == 10 * MiB
+
+
 async def test_budget_waiter_cancelled_leaves_nothing_behind() -> None:
     budget = DecodeBudget(100 * MiB)
     await budget.acquire(_plan(90))
