@@ -4,13 +4,26 @@ The truth is a float64 PyTorch forward of the same network. Pixel noise is not u
 noise, deep networks with trained statistics are ill-conditioned (PyTorch float32 itself
 differs from float64 by orders of magnitude there), so a correct graph would be refused.
 On photos, the bound is relative to the logit scale: max |Δ| ≤ 1e-4 · max(1, max |logit|).
+
+That bound alone refuses correct graphs of the deeper networks: onnxruntime's CPU kernels are
+less precise than PyTorch's (for one B7, 4.9e-5 with no graph optimizations, 1.6e-4 with all,
+the service's setting), and a deep network amplifies what each kernel rounds. On realistic
+torchvision-layout checkpoints the graph's error was 1.2-2.6x PyTorch's own float32 error for
+B0 and B3, 10-15x for B5 and B6, 25-32x for B4 and B7, reaching 1.6e-4 for a B7; a wrong graph,
+even one weight tensor only 0.2 % off, was 1,700x or more (4.8e-3 for that B7), a wrong padding
+or BN epsilon 10^5x. So:
+- a graph over the bound is still right when its error is within ``FLOAT32_SLACK``x what
+  PyTorch's own float32 forward of the network is off by (measured on the same photos): the
+  error float32 kernels make on this network, not a wrong graph;
+- a top-1 that differs is not refused on its own (see ``judge``).
 """
 
 from __future__ import annotations
 
 import copy
 import types
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +40,7 @@ from model_export.variants import Preprocessing
 # Public-domain / CC0 photos from scikit-image's data folder (see photos/README.md).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "retina")
 REL_BOUND = 1e-4
+FLOAT32_SLACK = 250.0  # between 32x (the worst correct graph) and 1,700x (the mildest wrong one)
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -48,16 +62,21 @@ class Verification:
     max_abs_diff: float
     max_rel_error: float
     top1_agreement: float
+    # PyTorch float32 vs the truth, measured only when the graph is over REL_BOUND.
+    float32_rel_error: float | None = None
 
     def as_metadata(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"verified against {self.reference} on {self.inputs}: max |Δlogit| "
             f"{self.max_abs_diff:.3g}, max relative error {self.max_rel_error:.3g}, "
             f"top-1 agreement {self.top1_agreement:.1%}"
         )
+        if self.float32_rel_error is not None:
+            text += f"; PyTorch float32 itself: relative error {self.float32_rel_error:.3g}"
+        return text
 
 
 def photo_paths() -> list[Path]:
@@ -148,27 +167,66 @@ def graph_logits(path: Path, images: np.ndarray) -> np.ndarray:
     return got
 
 
+def logit_scale(expected: np.ndarray) -> float:
+    """What errors are relative to: max(1, max |logit|)."""
+    return max(1.0, float(np.abs(expected).max()))
+
+
 def compare(expected: np.ndarray, got: np.ndarray, images: int) -> Verification:
     diff = float(np.abs(got.astype(np.float64) - expected).max())
-    scale = max(1.0, float(np.abs(expected).max()))
+    scale = logit_scale(expected)
     agreement = float((got.argmax(1) == expected.argmax(1)).mean())
     return Verification("pytorch-float64", describe_inputs(), images, diff, diff / scale, agreement)
 
 
+def float32_rel_error(
+    model: nn.Module, pre: Preprocessing, images: np.ndarray, expected: np.ndarray
+) -> float:
+    """PyTorch's own float32 forward of the network against the float64 truth."""
+    from model_export.export import Preprocessed
+
+    wrapped = Preprocessed(copy.deepcopy(model).float().eval(), pre.mean, pre.std).eval()
+    with torch.inference_mode():
+        rows = [wrapped(torch.from_numpy(image[None])).double().numpy() for image in images]
+    return float(np.abs(np.concatenate(rows) - expected).max()) / logit_scale(expected)
+
+
 def verify_graph(model: EfficientNet, pre: Preprocessing, path: Path, fp16: bool) -> Verification:
     """Run the file in onnxruntime against the float64 reference; raise on disagreement
-    (fp32: beyond the relative bound or any top-1 differs; any precision: non-finite)."""
+    (fp32: beyond the error allowed; any precision: non-finite logits)."""
     images = photo_batch(pre)
     expected = reference_logits(model, pre, images)
     got = graph_logits(path, images)
     if not np.isfinite(got).all():
         raise VerificationError(f"{path.name}: the graph produced non-finite logits on photos")
-    result = compare(expected, got, len(images))
-    if not fp16 and (result.max_rel_error > REL_BOUND or result.top1_agreement < 1.0):
+    if fp16:
+        return compare(expected, got, len(images))
+    try:
+        return judge(expected, got, lambda: float32_rel_error(model, pre, images, expected))
+    except VerificationError as exc:
+        raise VerificationError(f"{path.name}: {exc}") from None
+
+
+def judge(
+    expected: np.ndarray, got: np.ndarray, float32_error: Callable[[], float]
+) -> Verification:
+    """An fp32 graph's logits against the truth: within REL_BOUND, or within FLOAT32_SLACK x
+    PyTorch's own float32 error (``float32_error``, measured only when needed).
+
+    Top-1 agreement is recorded, not required on its own: with every logit within the error
+    allowed, a top-1 can differ only where the truth's top two are closer than twice that
+    error, a tie at float32 precision (a fine-tuned model with few classes can score a photo
+    from outside its domain nearly evenly), and either answer is then right."""
+    result = compare(expected, got, len(expected))
+    if result.max_rel_error <= REL_BOUND:
+        return result
+    result = replace(result, float32_rel_error=float32_error())
+    allowed = max(REL_BOUND, FLOAT32_SLACK * result.float32_rel_error)
+    if result.max_rel_error > allowed:
         raise VerificationError(
-            f"{path.name}: onnxruntime disagrees with the float64 PyTorch reference on "
-            f"{result.inputs} (max |Δlogit| {result.max_abs_diff:.3g}, relative "
-            f"{result.max_rel_error:.3g} > {REL_BOUND}, or top-1 agreement "
-            f"{result.top1_agreement:.0%} < 100%)"
+            f"onnxruntime disagrees with the float64 PyTorch reference on {result.inputs}: "
+            f"max |Δlogit| {result.max_abs_diff:.3g}, relative {result.max_rel_error:.3g} > "
+            f"{REL_BOUND} and > {FLOAT32_SLACK:g}x PyTorch's own float32 error "
+            f"({result.float32_rel_error:.3g}); top-1 agreement {result.top1_agreement:.0%}"
         )
     return result

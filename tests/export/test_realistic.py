@@ -19,7 +19,7 @@ from model_export.blocks import ConvStyle
 from model_export.export import ExportError, export
 from model_export.model import build_model
 from model_export.variants import VARIANTS
-from model_export.verify import graph_logits, photo_batch, reference_logits
+from model_export.verify import FLOAT32_SLACK, graph_logits, photo_batch, reference_logits
 from model_export.weights import load_model
 
 REL_BOUND = 1e-4
@@ -31,20 +31,20 @@ def realistic_export(tmp_path_factory):
     torch.set_num_threads(2)
     cache: dict[str, tuple] = {}
 
-    def get(name: str):
-        if name not in cache:
+    def get(name: str, seed: int = 3):
+        if (name, seed) not in cache:
             start = time.perf_counter()
             directory = tmp_path_factory.mktemp(name)
             pre = VARIANTS[name].default_preprocessing()  # what a file checkpoint gets
-            torch.manual_seed(3)
+            torch.manual_seed(seed)
             reference = getattr(torchvision.models, f"efficientnet_{name}")(weights=None)
-            make_realistic(reference, pre, seed=4)
+            make_realistic(reference, pre, seed=seed + 1)
             torch.save(reference.state_dict(), directory / f"{name}.pth")
             ours, info = load_model(VARIANTS[name], str(directory / f"{name}.pth"))
             result = export(ours, info, directory)
             print(f"{name}: built, exported and verified in {time.perf_counter() - start:.0f}s")
-            cache[name] = (reference, ours, info, result)
-        return cache[name]
+            cache[name, seed] = (reference, ours, info, result)
+        return cache[name, seed]
 
     return get
 
@@ -70,11 +70,29 @@ def test_realistic_torchvision_checkpoint_exports_and_matches_torchvision(realis
     assert (got.argmax(1) == torchvision_logits.argmax(1)).all()
 
 
+def test_a_b7_checkpoint_over_the_fixed_bound_exports(realistic_export):
+    """Another realistic B7, on which onnxruntime's error (1.6e-4 here) is over the fixed 1e-4
+    bound, which refused it: PyTorch's own float32 forward is off by 5e-6, and within 250x that
+    the graph is as right as float32 kernels make it. It matches torchvision's float64 forward
+    just as closely, with the same top-1 on every photo."""
+    reference, _, info, result = realistic_export("b7", seed=7)
+    check = result.metadata["verification"]
+    print(f"b7 seed 7: {result.verification.summary()}")
+    if check["max_rel_error"] > REL_BOUND:
+        assert check["float32_rel_error"] is not None
+    allowed = max(REL_BOUND, FLOAT32_SLACK * (check["float32_rel_error"] or 0.0))
+    images = photo_batch(info.preprocessing)
+    torchvision_logits = reference_logits(reference, info.preprocessing, images)
+    got = graph_logits(result.path, images)
+    assert _relative(torchvision_logits, got) <= allowed
+    assert (got.argmax(1) == torchvision_logits.argmax(1)).all()
+
+
 def _perturbed(model, fp16):
     wrong = copy.deepcopy(model)
     with torch.no_grad():
         weight = wrong.features[4][0].block[0][0].weight
-        weight.mul_(1.02)  # one tensor, 2 % off
+        weight.mul_(1.002)  # one tensor, 0.2 % off: 1.4e-2 relative, 4,000x float32's error
     return wrong
 
 
