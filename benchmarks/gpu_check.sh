@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for issue 7, for a machine with an NVIDIA GPU and this repo's venv:
+# GPU check, for a machine with an NVIDIA GPU and this repo's venv:
 #   benchmarks/gpu_check.sh             checks CUDA really runs, fp32/fp16 accuracy, prints
 #                                       images/s (b0/b4/b7, batch 1/8/32/64, fp32/fp16, I/O
 #                                       binding) and the service's images/s at concurrency 64

@@ -1,8 +1,9 @@
 """The limit: the service's own pipeline in one process, without HTTP.
 
-Uses the service's code (``service.preprocess``, ``service.session.ModelSession``) with the
-same Settings the HTTP service gets, on the same photos, so the only difference left against
-the HTTP figures is the web layer and the batcher.
+Uses the service's code (``service.pipeline.decode.image.preprocess``,
+``service.pipeline.session.ModelSession``) with the same Settings the HTTP service gets, on the
+same photos, so the only difference left against the HTTP figures is the web layer and the
+batcher.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 
 from benchmarks.photos import Photo
 from benchmarks.stats import RunStats, summarize
+from model_contract import Preprocessing
 from service.config import Settings, load_settings
-from service.preprocess import preprocess
-from service.schemas import PreprocessingSpec
-from service.session import ModelSession
+from service.pipeline.decode.image import preprocess
+from service.pipeline.session import ModelSession
 
 ENV_PREFIX = "EFFICIENTNET_"
 
@@ -56,7 +57,7 @@ def _timed_loop(step: Callable[[int], None], count: int, max_seconds: float) -> 
 
 
 def decode_preprocess_ms(
-    photos: list[Photo], spec: PreprocessingSpec, max_pixels: int, repeats: int
+    photos: list[Photo], spec: Preprocessing, max_pixels: int, repeats: int
 ) -> dict[str, float]:
     """Median decode + preprocess time per image size (all photos of that size pooled)."""
     by_size: dict[str, list[float]] = collections.defaultdict(list)
@@ -72,7 +73,7 @@ def decode_preprocess_ms(
 def sequential(
     session: ModelSession,
     photos: list[Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     max_pixels: int,
     count: int,
     max_seconds: float,
@@ -90,7 +91,7 @@ def sequential(
 def pipelined(
     session: ModelSession,
     photos: list[Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     max_pixels: int,
     workers: int,
     count: int,
@@ -160,7 +161,7 @@ def ort_alone(
     )
 
 
-def preprocessed(photos: list[Photo], spec: PreprocessingSpec, max_pixels: int) -> list[np.ndarray]:
+def preprocessed(photos: list[Photo], spec: Preprocessing, max_pixels: int) -> list[np.ndarray]:
     return [preprocess(p.data, spec, max_pixels) for p in photos]
 
 

@@ -1,4 +1,4 @@
-"""Side-by-side experiments on the known levers of issue 7, each against the service's own
+"""Side-by-side experiments on the known levers, each against the service's own
 setting in the same run (same process, same photos, interleaved rounds so that a burst of
 load from elsewhere on the machine hits every setting alike).
 
@@ -22,17 +22,17 @@ import onnxruntime as ort
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
+from model_contract import Preprocessing
 from service.config import load_settings
-from service.preprocess import DRAFT_HEADROOM, decode_image, preprocess, to_model_input
-from service.schemas import PreprocessingSpec
-from service.session import ModelSession
+from service.pipeline.decode.image import DRAFT_HEADROOM, decode_image, preprocess, to_model_input
+from service.pipeline.session import ModelSession
 
 MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
 class OrtConfig:
-    """One onnxruntime session setup; the defaults are the service's (service/session.py)."""
+    """One onnxruntime session setup; the defaults are the service's (pipeline/session.py)."""
 
     intra: int = 2
     spinning: bool = False
@@ -92,7 +92,7 @@ def ort_rate(
 def pipeline_rate(
     session: ort.InferenceSession,
     photos: list[Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     workers: int,
     seconds: float,
 ) -> float:
@@ -118,7 +118,7 @@ def pipeline_rate(
 def parallel_rate(
     session: ort.InferenceSession,
     photos: list[Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     threads: int,
     seconds: float,
 ) -> float:
@@ -143,7 +143,7 @@ def parallel_rate(
 def _loops_or_pipeline(
     session: ort.InferenceSession,
     photos: list[Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     loops: int,
     seconds: float,
 ) -> float:
@@ -172,7 +172,7 @@ def table(title: str, unit: str, figures: dict[str, float], higher_is_better: bo
     return "\n".join(lines) + "\n"
 
 
-def decode_ms(photo: Photo, spec: PreprocessingSpec, headroom: int | None, repeats: int) -> float:
+def decode_ms(photo: Photo, spec: Preprocessing, headroom: int | None, repeats: int) -> float:
     """decode + resize/crop of one JPEG with draft mode at `headroom` x the resize target
     (None: no draft, a full-size decode)."""
     times = []
@@ -188,7 +188,7 @@ def decode_ms(photo: Photo, spec: PreprocessingSpec, headroom: int | None, repea
     return statistics.median(times[1:])
 
 
-def _draft_decode(data: bytes, spec: PreprocessingSpec, headroom: int):
+def _draft_decode(data: bytes, spec: Preprocessing, headroom: int):
     import io
 
     from PIL import Image, ImageOps

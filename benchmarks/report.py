@@ -1,4 +1,4 @@
-"""The targets of issue 7, checked against one run's figures, and the markdown report."""
+"""The benchmark targets, checked against one run's figures, and the markdown report."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from benchmarks.report import (
     targets_table,
 )
 from service.config import Settings
-from service.session import ModelSession
+from service.pipeline.session import ModelSession
 
 MB = 1024 * 1024
 
@@ -290,7 +290,7 @@ def render(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="EfficientNet service benchmarks (issue 7)")
+    parser = argparse.ArgumentParser(description="EfficientNet service benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
     parser.add_argument("--variants", default="b0,lite0", help="comma-separated")
     parser.add_argument("--levels", type=int, nargs="+", default=list(CONCURRENCY_LEVELS))

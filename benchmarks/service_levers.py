@@ -6,12 +6,18 @@ rounds so that load from elsewhere on the machine hits every configuration alike
     python -m benchmarks.service_levers [--variant b0] [--rounds 2] [--configs NAME ...]
     python -m benchmarks.service_levers --levels 1 16 --level-seconds 30 --no-phone \\
         --service-env EFFICIENTNET_MAX_BATCH_SIZE=8 --configs "service defaults" "max batch 2"
+    git worktree add ../before HEAD~1
+    python -m benchmarks.service_levers --configs "service defaults" --checkout before=../before
 
 Prints a markdown table of the median round per configuration: images/s per level, c16's ratio
 to the first configuration, c1's median and c16's 99th-percentile latency, refused or failed
 requests, and peak RSS (the kernel's VmHWM of the process tree) after the web levels and after
 the phone level. ``--service-env`` sets a base every configuration starts from (say, earlier
-defaults); a configuration's own settings win over it. (This absorbed ``http_levers``.)
+defaults); a configuration's own settings win over it. ``--checkout NAME=DIR`` adds a
+configuration that runs the service with its defaults from another checkout of this repository
+(a worktree of an earlier commit, say), so two versions of the code are measured side by side.
+The server's CPU per image (its process tree's CPU time over the images it answered) is shown
+for the concurrency 16 level.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
-from benchmarks.procs import Server, free_port, start_server, tree_hwm_bytes
+from benchmarks.procs import Server, free_port, start_server, tree_cpu_seconds, tree_hwm_bytes
 from benchmarks.run import FULL, Counts, run_level, service_env
 
 MiB = 1024 * 1024
@@ -66,6 +72,17 @@ CONFIGS: dict[str, Config] = {
     ),
     "uvicorn CLI, asyncio + h11": Config(command=(*UVICORN, "--loop", "asyncio", "--http", "h11")),
 }
+
+
+def checkout_config(directory: Path) -> Config:
+    """The service's defaults, its code imported from ``directory`` (another checkout).
+
+    Through PYTHONPATH, not a ``sys.path`` edit, so the decode workers' forkserver imports the
+    same checkout; ``-P`` keeps the working directory (this checkout) off the path."""
+    root = str(directory.resolve())
+    return Config(env={"PYTHONPATH": root}, command=(sys.executable, "-P", "-m", "service"))
+
+
 # The round that set today's CPU defaults (BENCHMARKS.md, "Service settings applied").
 DEFAULT_CONFIGS = [
     "service defaults",
@@ -91,12 +108,12 @@ class Plan:
     log: Path
 
 
-def measure(name: str, plan: Plan) -> dict[str, float]:
-    config = CONFIGS[name]
+def measure(name: str, config: Config, plan: Plan) -> dict[str, float]:
     port = free_port()
     env = service_env(plan.variant, plan.model, port, {**plan.base_env, **config.env})
     # python -m service reads EFFICIENTNET_PORT; the uvicorn CLI needs the flag.
-    argv = [*config.command] + ([] if config.command == tuple(SERVICE) else ["--port", str(port)])
+    uvicorn_cli = config.command[: len(UVICORN)] == tuple(UVICORN)
+    argv = [*config.command] + (["--port", str(port)] if uvicorn_cli else [])
     server = start_server(name, argv, port, env, plan.log)
     try:
         return _load(server, plan)
@@ -107,7 +124,11 @@ def measure(name: str, plan: Plan) -> dict[str, float]:
 def _load(server: Server, plan: Plan) -> dict[str, float]:
     figures: dict[str, float] = {"errors": 0}
     for level in plan.levels:
+        cpu_before = tree_cpu_seconds(server.process.pid)
         result = run_level(server, plan.web, level, plan.counts)
+        served = result.get("count", 0) + result.get("warmup", 0)
+        cpu_ms = 1e3 * (tree_cpu_seconds(server.process.pid) - cpu_before) / max(served, 1)
+        figures[f"c{level} CPU ms/img"] = cpu_ms
         figures[f"c{level}"] = result.get("throughput", 0.0)
         figures[f"c{level} p50 ms"] = result.get("p50_ms", 0.0)
         figures[f"c{level} p99 ms"] = result.get("p99_ms", 0.0)
@@ -124,7 +145,7 @@ def _load(server: Server, plan: Plan) -> dict[str, float]:
 def columns(levels: tuple[int, ...], phone: bool) -> list[str]:
     cols = [f"c{n}" for n in levels]
     cols += ["c1 p50 ms"] if 1 in levels else []
-    cols += ["c16 p99 ms"] if 16 in levels else []
+    cols += ["c16 p99 ms", "c16 CPU ms/img"] if 16 in levels else []
     cols += ["phone c16", "web peak MB", "peak MB"] if phone else ["web peak MB"]
     return [*cols, "errors"]
 
@@ -151,7 +172,7 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--service-env takes KEY=VALUE, got {pair!r}")
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
 
@@ -166,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--level-seconds", type=float, default=8.0, help="per level (at most)")
     parser.add_argument("--no-phone", action="store_true", help="web photos only")
     parser.add_argument("--service-env", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--checkout", nargs="+", default=[], metavar="NAME=DIR",
+        help="also the service's defaults from another checkout of this repository",
+    )  # fmt: skip
     parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
     return parser
@@ -188,10 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         base_env=_env_pairs(args.service_env),
         log=args.out_dir / "service-levers.log",
     )
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in args.configs}
+    configs = {name: CONFIGS[name] for name in args.configs}
+    for name, directory in _env_pairs(args.checkout).items():
+        configs[name] = checkout_config(Path(directory))
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     for _ in range(args.rounds):
-        for name in args.configs:
-            figures = measure(name, plan)
+        for name, config in configs.items():
+            figures = measure(name, config, plan)
             samples[name].append(figures)
             print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
     md = table(args.variant, samples, columns(plan.levels, bool(plan.phone)))

@@ -1,13 +1,20 @@
-"""CLI: `python -m model_export --variant b3 --weights imagenet --output-dir models`."""
+"""CLI: `python -m model_export --variant b3 --weights imagenet --output-dir models`.
+
+torch and the export modules are imported inside the functions that need them, so that
+`--help` and every usage error answer at once, without loading torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
+from model_contract import Interpolation
 from model_export.variants import VARIANTS, get_architecture
 
 # The paper's compound-scaling coefficients: FLOPs grow by (α·β²·γ²)^φ ≈ 2^φ.
@@ -84,7 +91,7 @@ def _preprocessing_args(p: argparse.ArgumentParser) -> None:
         "floor(resolution / crop_pct) before the center crop (timm's crop_pct)",
     )
     size.add_argument("--resize", type=int, help="resize the shorter side to this")
-    g.add_argument("--interpolation", choices=["bicubic", "bilinear", "nearest"])
+    g.add_argument("--interpolation", choices=get_args(Interpolation))
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"))
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"))
 
@@ -140,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return USER_ERROR
     from model_export.export import describe
+    from model_export.verify import summary
 
-    print(f"{result.metadata['precision']} graph {result.verification.summary()}")
+    print(f"{result.metadata.precision} graph {summary(result.verification)}")
     print(describe(result))
     return 0
 
@@ -174,8 +182,6 @@ def run(args: argparse.Namespace):
 
 def override_preprocessing(info, args: argparse.Namespace):
     """The weights' transform with the user's stated changes (any that were given)."""
-    import dataclasses
-
     pre = info.preprocessing
     crop = args.resolution or pre.crop_size
     if args.crop_pct is not None:
@@ -190,13 +196,14 @@ def override_preprocessing(info, args: argparse.Namespace):
         raise ValueError(f"resize {resize} / crop {crop}: need 16 <= crop <= 2048, resize >= crop")
     if args.std is not None and min(args.std) <= 0:
         raise ValueError(f"--std {args.std}: every value must be positive")
-    changed = dataclasses.replace(
-        pre,
-        resize_size=resize,
-        crop_size=crop,
-        interpolation=args.interpolation or pre.interpolation,
-        mean=tuple(args.mean) if args.mean else pre.mean,
-        std=tuple(args.std) if args.std else pre.std,
+    changed = pre.model_copy(
+        update={
+            "resize_size": resize,
+            "crop_size": crop,
+            "interpolation": args.interpolation or pre.interpolation,
+            "mean": tuple(args.mean) if args.mean else pre.mean,
+            "std": tuple(args.std) if args.std else pre.std,
+        }
     )
     if changed == pre:
         return info

@@ -1,8 +1,8 @@
 """Building blocks: conv-BN-activation, squeeze-and-excitation, MBConv.
 
 Module names and nesting mirror torchvision's EfficientNet so that its state dicts load
-as they are (`features.N.M.block.K...`); the efficientnet_pytorch layout is mapped onto
-these names in weights.py.
+as they are (`features.N.M.block.K...`); the efficientnet_pytorch and timm layouts are mapped
+onto these names in weights/layouts.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Write `efficientnet_<variant>.onnx` per docs/onnx-contract.md and prove it matches PyTorch.
+"""Write `<name>.onnx` (by default `efficientnet_<variant>.onnx`) as model_contract defines it
+(docs/onnx-contract.md describes it) and prove it computes what PyTorch computes.
 
 The graph takes uint8 NHWC pixels and does cast → /255 → normalize → NCHW itself, so a
 consumer can never normalize wrongly; the metadata carries everything else the service needs.
@@ -6,9 +7,9 @@ consumer can never normalize wrongly; the metadata carries everything else the s
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -17,22 +18,28 @@ from pathlib import Path
 import onnx
 import onnxscript.optimizer
 import torch
-from torch import nn
 
+from model_contract import (
+    BATCH_AXIS,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    Architecture,
+    ExporterInfo,
+    ModelMetadata,
+    VerificationInfo,
+    default_model_name,
+    is_model_name,
+)
 from model_export import __version__
 from model_export.blocks import SqueezeExcitation
 from model_export.flops import count_gmacs
 from model_export.labels import imagenet_labels
-from model_export.model import EfficientNet, count_params
-from model_export.verify import Verification, VerificationError, verify_graph
-from model_export.weights import WeightsInfo
+from model_export.model import EfficientNet, Preprocessed, count_params
+from model_export.verify import VerificationError, verify_graph
+from model_export.weights import LoadedWeights
 
 OPSET = 17
-METADATA_KEY = "efficientnet"
-SCHEMA_VERSION = 1
-
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ExportError(Exception):
@@ -40,7 +47,8 @@ class ExportError(Exception):
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    """`name` when it is a model name the contract allows (MODEL_NAME_PATTERN)."""
+    if not is_model_name(name):
         raise ExportError(
             f"--name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
             "letter or digit (it names the file and the served model)"
@@ -49,42 +57,15 @@ def check_name(name: str) -> str:
 
 
 def default_name(model: EfficientNet) -> str:
-    return f"efficientnet_{model.variant.name}"
-
-
-class Preprocessed(nn.Module):
-    """uint8 NHWC RGB → normalized float NCHW → the network (→ float32 logits)."""
-
-    def __init__(
-        self,
-        model: EfficientNet,
-        mean,
-        std,
-        dtype: torch.dtype = torch.float32,
-        output_dtype: torch.dtype = torch.float32,
-    ):
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-        self.output_dtype = output_dtype
-        # (x/255 - mean)/std folded into one multiply-add per pixel.
-        scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))
-        shift = -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)
-        self.register_buffer("scale", scale.to(dtype), persistent=False)
-        self.register_buffer("shift", shift.to(dtype), persistent=False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.to(self.dtype) * self.scale + self.shift
-        x = x.permute(0, 3, 1, 2)
-        return self.model(x).to(self.output_dtype)
+    return default_model_name(model.variant.name)
 
 
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
     seconds: float
-    verification: Verification  # the graph vs the float64 PyTorch forward, on photos
-    metadata: dict
+    verification: VerificationInfo  # the graph vs the float64 PyTorch forward, on photos
+    metadata: ModelMetadata  # as written into the file, `verification` included
 
     @property
     def max_abs_diff(self) -> float:
@@ -97,7 +78,7 @@ class ExportResult:
 
 def export(
     model: EfficientNet,
-    info: WeightsInfo,
+    info: LoadedWeights,
     output_dir: Path,
     *,
     fp16: bool = False,
@@ -128,7 +109,7 @@ def export(
         except VerificationError as exc:
             raise ExportError(f"{exc}; file removed") from None
         # What was verified travels in the file; the graph itself is unchanged.
-        metadata["verification"] = checked.as_metadata()
+        metadata = metadata.model_copy(update={"verification": checked})
         _stamp(proto, partial, metadata, f"EfficientNet-{model.variant.name} ({info.source})")
         os.replace(partial, path)
     except BaseException:
@@ -158,9 +139,9 @@ def _write_graph(net, info, path: Path, crop: int, fp16: bool, opset: int) -> on
             wrapped,
             (dummy,),
             str(path),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -172,10 +153,10 @@ def _write_graph(net, info, path: Path, crop: int, fp16: bool, opset: int) -> on
     return proto
 
 
-def _stamp(proto: onnx.ModelProto, path: Path, metadata: dict, doc: str) -> None:
+def _stamp(proto: onnx.ModelProto, path: Path, metadata: ModelMetadata, doc: str) -> None:
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
     proto.doc_string = doc
     onnx.save(proto, str(path))
 
@@ -185,8 +166,6 @@ def _half_copy(model: EfficientNet) -> EfficientNet:
     whole feature map (past 65504 → inf → NaN on large, bright inputs), so the SE layers
     and the head's pooling + classifier stay fp32 (they are tiny: 1×1 on pooled vectors).
     SqueezeExcitation and EfficientNet.forward cast to their weights' dtype for this."""
-    import copy
-
     half = copy.deepcopy(model).half().eval()
     for m in half.modules():
         if isinstance(m, SqueezeExcitation):
@@ -197,60 +176,43 @@ def _half_copy(model: EfficientNet) -> EfficientNet:
 
 def build_metadata(
     model: EfficientNet,
-    info: WeightsInfo,
+    info: LoadedWeights,
     *,
     fp16: bool,
     opset: int,
     name: str | None = None,
     labels: tuple[str, ...] | None = None,
-) -> dict:
+) -> ModelMetadata:
+    """The file's metadata, all but `verification` (added once the graph has passed)."""
     variant = model.variant
     pre = info.preprocessing
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name or default_name(model),
-        "variant": variant.name,
-        "family": variant.family,
-        "resolution": variant.resolution,
-        "preprocessing": {
-            "resize_size": pre.resize_size,
-            "crop_size": pre.crop_size,
-            "interpolation": pre.interpolation,
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "input_layout": "NHWC",
-            "input_dtype": "uint8",
-            "normalization_in_graph": True,
-        },
-        "labels": list(labels if labels is not None else imagenet_labels()),
-        "weights": {
-            "source": info.source,
-            "origin": info.origin,
-            "sha256": info.sha256,
-            "key_layout": info.key_layout,
-            "seed": info.seed,
-            "published_top1": info.published_top1,
-            "container": info.container,
-        },
-        "architecture": {
-            "width": variant.width,
-            "depth": variant.depth,
-            "dropout": variant.dropout,
-            "params": count_params(model),
-            "gflops": round(count_gmacs(variant, pre.crop_size), 3),
-            "padding": model.style.padding,
-            "bn_eps": model.style.bn_eps,
-            "num_classes": model.classifier[1].out_features,
-            "timm_name": info.timm_name,
-        },
-        "precision": "fp16" if fp16 else "fp32",
-        "exporter": {
-            "name": "model_export",
-            "version": __version__,
-            "torch": torch.__version__.split("+")[0],
-            "opset": opset,
-        },
-    }
+    return ModelMetadata(
+        name=name or default_name(model),
+        variant=variant.name,
+        family=variant.family,
+        resolution=variant.resolution,
+        preprocessing=pre,
+        labels=list(labels if labels is not None else imagenet_labels()),
+        weights=info.as_metadata(),
+        architecture=Architecture(
+            width=variant.width,
+            depth=variant.depth,
+            dropout=variant.dropout,
+            params=count_params(model),
+            gflops=round(count_gmacs(variant, pre.crop_size), 3),
+            padding=model.style.padding,
+            bn_eps=model.style.bn_eps,
+            num_classes=model.classifier[1].out_features,
+            timm_name=info.timm_name,
+        ),
+        precision="fp16" if fp16 else "fp32",
+        exporter=ExporterInfo(
+            name="model_export",
+            version=__version__,
+            torch=torch.__version__.split("+")[0],
+            opset=opset,
+        ),
+    )
 
 
 def describe(result: ExportResult) -> str:
@@ -258,13 +220,16 @@ def describe(result: ExportResult) -> str:
     return json.dumps(
         {
             "path": str(result.path),
-            "name": meta["name"],
+            "name": meta.name,
             "seconds": round(result.seconds, 1),
-            "verification": meta["verification"],
-            "precision": meta["precision"],
-            "preprocessing": {k: meta["preprocessing"][k] for k in ("resize_size", "crop_size")},
+            "verification": result.verification.model_dump(mode="json"),
+            "precision": meta.precision,
+            "preprocessing": {
+                "resize_size": meta.preprocessing.resize_size,
+                "crop_size": meta.preprocessing.crop_size,
+            },
         }
     )
 
 
-__all__ = ["ExportError", "ExportResult", "Preprocessed", "export"]
+__all__ = ["ExportError", "ExportResult", "export"]

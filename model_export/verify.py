@@ -23,94 +23,42 @@ from __future__ import annotations
 import copy
 import types
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from model_export import telemetry
-from model_export.model import EfficientNet
-from model_export.variants import Preprocessing
+from model_contract import INPUT_NAME, OUTPUT_NAME, Preprocessing, VerificationInfo, telemetry
+from model_export.model import EfficientNet, Preprocessed
+from model_export.photos import describe_inputs, photo_batch
 
-# Public-domain / CC0 photos from scikit-image's data folder (see photos/README.md).
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "retina")
+REFERENCE = "pytorch-float64"
 REL_BOUND = 1e-4
 FLOAT32_SLACK = 250.0  # between 32x (the worst correct graph) and 1,700x (the mildest wrong one)
-_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
 
 
 class VerificationError(Exception):
     """The graph disagrees with the float64 reference."""
 
 
-@dataclass(frozen=True)
-class Verification:
-    """What was verified: the `verification` metadata object."""
-
-    reference: str
-    inputs: str
-    images: int
-    max_abs_diff: float
-    max_rel_error: float
-    top1_agreement: float
-    # PyTorch float32 vs the truth, measured only when the graph is over REL_BOUND.
-    float32_rel_error: float | None = None
-
-    def as_metadata(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        text = (
-            f"verified against {self.reference} on {self.inputs}: max |Δlogit| "
-            f"{self.max_abs_diff:.3g}, max relative error {self.max_rel_error:.3g}, "
-            f"top-1 agreement {self.top1_agreement:.1%}"
-        )
-        if self.float32_rel_error is not None:
-            text += f"; PyTorch float32 itself: relative error {self.float32_rel_error:.3g}"
-        return text
-
-
-def photo_paths() -> list[Path]:
-    folder = resources.files("model_export").joinpath("photos")
-    return [Path(str(folder.joinpath(f"{name}.jpg"))) for name in PHOTOS]
-
-
-def describe_inputs() -> str:
-    return f"{len(PHOTOS)} natural photos (skimage: {', '.join(PHOTOS)})"
-
-
-def load_photo(path: Path, pre: Preprocessing) -> np.ndarray:
-    """uint8 HWC: the weights' own eval transform (resize the shorter side, center-crop),
-    as the service applies it."""
-    image = Image.open(path).convert("RGB")
-    w, h = image.size
-    scale = pre.resize_size / min(w, h)
-    size = (max(pre.crop_size, round(w * scale)), max(pre.crop_size, round(h * scale)))
-    image = image.resize(size, _RESAMPLE[pre.interpolation])
-    left, top = (size[0] - pre.crop_size) // 2, (size[1] - pre.crop_size) // 2
-    box = (left, top, left + pre.crop_size, top + pre.crop_size)
-    return np.asarray(image.crop(box), dtype=np.uint8)
-
-
-def photo_batch(pre: Preprocessing) -> np.ndarray:
-    """uint8 NHWC batch of every verification photo at the crop size."""
-    return np.stack([load_photo(p, pre) for p in photo_paths()])
+def summary(check: VerificationInfo) -> str:
+    """What was verified, in one line (the export prints it)."""
+    text = (
+        f"verified against {check.reference} on {check.inputs}: max |Δlogit| "
+        f"{check.max_abs_diff:.3g}, max relative error {check.max_rel_error:.3g}, "
+        f"top-1 agreement {check.top1_agreement:.1%}"
+    )
+    if check.float32_rel_error is not None:
+        text += f"; PyTorch float32 itself: relative error {check.float32_rel_error:.3g}"
+    return text
 
 
 def reference_logits(model: nn.Module, pre: Preprocessing, images: np.ndarray) -> np.ndarray:
     """The float64 forward of the same network and the same in-graph normalization, one
     image at a time (B7 at 600 px in float64 needs GBs for a batch)."""
-    from model_export.export import Preprocessed  # the graph's own input stage
-
     exact = float64_copy(model)
     wrapped = Preprocessed(exact, pre.mean, pre.std, torch.float64, torch.float64).eval()
     with torch.inference_mode():
@@ -157,13 +105,11 @@ def _depthwise_forward(
 
 
 def graph_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     telemetry.disable_events()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    (got,) = session.run(["logits"], {"image": images})
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})
     return got
 
 
@@ -172,26 +118,31 @@ def logit_scale(expected: np.ndarray) -> float:
     return max(1.0, float(np.abs(expected).max()))
 
 
-def compare(expected: np.ndarray, got: np.ndarray, images: int) -> Verification:
+def compare(expected: np.ndarray, got: np.ndarray, images: int) -> VerificationInfo:
     diff = float(np.abs(got.astype(np.float64) - expected).max())
-    scale = logit_scale(expected)
-    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
-    return Verification("pytorch-float64", describe_inputs(), images, diff, diff / scale, agreement)
+    return VerificationInfo(
+        reference=REFERENCE,
+        inputs=describe_inputs(),
+        images=images,
+        max_abs_diff=diff,
+        max_rel_error=diff / logit_scale(expected),
+        top1_agreement=float((got.argmax(1) == expected.argmax(1)).mean()),
+    )
 
 
 def float32_rel_error(
     model: nn.Module, pre: Preprocessing, images: np.ndarray, expected: np.ndarray
 ) -> float:
     """PyTorch's own float32 forward of the network against the float64 truth."""
-    from model_export.export import Preprocessed
-
     wrapped = Preprocessed(copy.deepcopy(model).float().eval(), pre.mean, pre.std).eval()
     with torch.inference_mode():
         rows = [wrapped(torch.from_numpy(image[None])).double().numpy() for image in images]
     return float(np.abs(np.concatenate(rows) - expected).max()) / logit_scale(expected)
 
 
-def verify_graph(model: EfficientNet, pre: Preprocessing, path: Path, fp16: bool) -> Verification:
+def verify_graph(
+    model: EfficientNet, pre: Preprocessing, path: Path, fp16: bool
+) -> VerificationInfo:
     """Run the file in onnxruntime against the float64 reference; raise on disagreement
     (fp32: beyond the error allowed; any precision: non-finite logits)."""
     images = photo_batch(pre)
@@ -209,7 +160,7 @@ def verify_graph(model: EfficientNet, pre: Preprocessing, path: Path, fp16: bool
 
 def judge(
     expected: np.ndarray, got: np.ndarray, float32_error: Callable[[], float]
-) -> Verification:
+) -> VerificationInfo:
     """An fp32 graph's logits against the truth: within REL_BOUND, or within FLOAT32_SLACK x
     PyTorch's own float32 error (``float32_error``, measured only when needed).
 
@@ -220,13 +171,14 @@ def judge(
     result = compare(expected, got, len(expected))
     if result.max_rel_error <= REL_BOUND:
         return result
-    result = replace(result, float32_rel_error=float32_error())
-    allowed = max(REL_BOUND, FLOAT32_SLACK * result.float32_rel_error)
+    float32 = float32_error()
+    result = result.model_copy(update={"float32_rel_error": float32})
+    allowed = max(REL_BOUND, FLOAT32_SLACK * float32)
     if result.max_rel_error > allowed:
         raise VerificationError(
             f"onnxruntime disagrees with the float64 PyTorch reference on {result.inputs}: "
             f"max |Δlogit| {result.max_abs_diff:.3g}, relative {result.max_rel_error:.3g} > "
             f"{REL_BOUND} and > {FLOAT32_SLACK:g}x PyTorch's own float32 error "
-            f"({result.float32_rel_error:.3g}); top-1 agreement {result.top1_agreement:.0%}"
+            f"({float32:.3g}); top-1 agreement {result.top1_agreement:.0%}"
         )
     return result

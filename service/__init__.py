@@ -4,7 +4,8 @@ Everything the service knows about the model comes from the ``.onnx`` file
 (see docs/onnx-contract.md).
 """
 
-# First, before anything imports onnxruntime: its telemetry is switched off (service/telemetry.py).
-from . import telemetry as telemetry
+# First, before anything imports onnxruntime: its telemetry is switched off
+# (model_contract/telemetry.py).
+from model_contract import telemetry as telemetry
 
 __version__ = "0.1.0"

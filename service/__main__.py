@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .errors import StartupError
+from service.errors import StartupError
 
 PROG = "efficientnet-serve"
 
@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }  # fmt: skip
     # Imported here so `--help` stays instant and import errors surface as what they are.
-    from .memory import limit_malloc_arenas
+    from service.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread allocates (service/memory.py)
 
-    from .app import create_app
-    from .config import load_settings
-    from .server import Server, uvicorn_config
-    from .session import ModelSession
+    from service.app import create_app
+    from service.config import load_settings
+    from service.edge.server import Server, uvicorn_config
+    from service.pipeline.session import ModelSession
 
     try:
         settings = load_settings(**overrides)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import StartupError
+from service.errors import StartupError
 
 # The service keeps no list of variants (that table is model_export/variants.py): a model file
 # says which it holds, and EFFICIENTNET_VARIANT only picks a file in EFFICIENTNET_MODEL_DIR or
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # Open connections + requests in progress (python -m service only; uvicorn's
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
-    # The protocol edge (python -m service only; service/server.py): request line + headers
+    # The protocol edge (python -m service only; service/edge/): request line + headers
     # (431 past either), and the lingering close after an early answer (413 before the body).
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * MiB)
     max_header_count: int = Field(default=100, ge=8, le=10_000)
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     min_body_rate: float = Field(default=240.0, ge=0)
     body_rate_grace_s: float = Field(default=5.0, ge=0, le=3600)
 
-    # Decoding (service/decoding.py): one worker process per preprocessing thread, each decode
+    # Decoding (pipeline/decode/workers.py): a worker process per preprocessing thread, each decode
     # killed past decode_timeout_s (a 50 MP PNG takes ~4 s on the 2-core CI machine); all
     # decodes at once hold at most decode_memory_mb, as estimated from their headers (None: 8
     # bytes per pixel of max_image_pixels, 381 MiB at 50 MP: any one image under the pixel
@@ -141,9 +141,9 @@ class Settings(BaseSettings):
         """(preprocessing pool size, onnxruntime intra-op threads).
 
         Both default to the cores this process may use: inference and decoding take turns on
-        them (onnxruntime's threads do not spin, see session.py), so neither side idles a core.
-        Each preprocessing thread has a decode worker *process* (service/decoding.py), so that
-        default is capped: a pod limited to 2 CPUs on a 64-core node must not fork 64.
+        them (onnxruntime's threads do not spin: pipeline/session.py), so neither side idles a core.
+        Each preprocessing thread has a decode worker *process* (pipeline/decode/workers.py), so
+        that default is capped: a pod limited to 2 CPUs on a 64-core node must not fork 64.
         """
         cores = usable_cores()
         preprocess = self.preprocess_threads or min(cores, MAX_DEFAULT_DECODE_WORKERS)

@@ -1,9 +1,20 @@
-"""One error type for everything the service refuses, turned into one JSON shape by the app."""
+"""One error type for everything the service refuses, and the one JSON shape it is answered in.
+
+The HTTP framework's responses are built from ``error_body`` in service/api/errors.py; the edge
+writes it raw, before any app runs (service/edge/server.py).
+"""
 
 from __future__ import annotations
 
+import orjson
+
 # For refusals after which the client must not reuse the connection (its body is unread).
 CLOSE = {"Connection": "close"}
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The service's error shape, ``{"error": {"code", "message"}}``, as JSON bytes."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
 
 
 class StartupError(Exception):
@@ -92,7 +103,7 @@ class NotReady(ServiceError):
 
 
 class QueueFull(ServiceError):
-    """The pipeline (service/admission.py) or the batching queue is full: back off, retry (503)."""
+    """Admission (service/pipeline/admission.py) or the batch queue is full: retry later (503)."""
 
     status_code = 503
     code = "queue_full"

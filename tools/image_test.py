@@ -1,4 +1,4 @@
-"""`make image-test` (issue 11): build the repository's Dockerfile and run its images and
+"""`make image-test`: build the repository's Dockerfile and run its images and
 docker-compose.yml on a real Docker engine, offline from any container registry.
 
 The engine is set up here if the machine lacks it (tools/docker_engine.py): Debian's docker.io

@@ -1,4 +1,4 @@
-"""Issue 13: the servers a user would pick instead of ours (NVIDIA Triton through PyTriton,
+"""The servers a user would pick instead of ours (NVIDIA Triton through PyTriton,
 TorchServe, BentoML), each a small setup of its own in its own virtual environment, measured
 side by side with the service by `python -m benchmarks.peers` (`make bench-peers`).
 

@@ -40,8 +40,8 @@ from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
 from benchmarks.procs import RssSampler, tree_cpu_seconds, tree_hwm_bytes
 from benchmarks.report import CONCURRENCY_LEVELS, HEADLINE_CONCURRENCY
 from benchmarks.run import _key_value, best_of
-from service.preprocess import preprocess
-from service.schemas import PreprocessingSpec
+from model_contract import Preprocessing
+from service.pipeline.decode.image import preprocess
 
 MB = 1024 * 1024
 # Ours that are always measured: the reference, and its like-for-like row for client tensors.
@@ -64,7 +64,7 @@ QUICK = Counts(requests=4, level_seconds=5.0, warmup_per_connection=0, rounds=1)
 def tensor_files(web: list[Photo], spec: dict[str, Any], out_dir: Path) -> list[Path]:
     """The web photos as the client-preprocessed uint8 tensors (raw HWC bytes), made with the
     service's own preprocessing: what a Triton client sends instead of the JPEG."""
-    pre = PreprocessingSpec.model_validate(spec)
+    pre = Preprocessing.model_validate(spec)
     paths = []
     for photo in web:
         path = out_dir / f"{photo.path.stem}.u8"

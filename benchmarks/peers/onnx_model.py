@@ -1,7 +1,8 @@
 """The model as the onnxruntime-based peers (Triton, BentoML) serve it: the same .onnx file,
 its metadata read back from the file, and the service's own decode + preprocessing function
-(`service.preprocess`, pure Pillow + numpy), so every peer does the same work per image as
-the service and the comparison is between the serving frameworks, not the image code.
+(`service.pipeline.decode.image.preprocess`, pure Pillow + numpy), so every peer does the same
+work per image as the service and the comparison is between the serving frameworks, not the
+image code.
 
 Runs inside a peer's virtual environment (onnxruntime, numpy, Pillow, pydantic), with the
 checkout on PYTHONPATH; never imports the service's web stack.
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.preprocess import preprocess
-from service.ranking import softmax, top_k
-from service.schemas import ModelMetadata
+from model_contract import ModelMetadata
+from service.pipeline.decode.image import preprocess
+from service.pipeline.ranking import softmax, top_k
 
 # The service's default limit: a peer refuses the same decompression bombs.
 MAX_IMAGE_PIXELS = 50_000_000

@@ -1,4 +1,4 @@
-"""The peer benchmark's targets (issue 13) and its markdown report."""
+"""The peer benchmark's targets and its markdown report."""
 
 from __future__ import annotations
 

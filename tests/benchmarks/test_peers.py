@@ -1,4 +1,4 @@
-"""Issue 13's peer benchmark: the harness's `--quick` dry run end to end, and the peers' wire
+"""The peer benchmark: the harness's `--quick` dry run end to end, and the peers' wire
 formats checked against Triton's own client library.
 
 What the dry run covers: the whole harness path (photo set, the shared b0 export, the

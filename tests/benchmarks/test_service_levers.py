@@ -1,5 +1,6 @@
 """`python -m benchmarks.service_levers` (which absorbed http_levers) end to end on tiny counts:
-a `python -m service` configuration and a plain-uvicorn one, a base --service-env, the table."""
+a `python -m service` configuration, a plain-uvicorn one and the service from a checkout (this
+one, imported from its directory), a base --service-env, the table."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def test_two_configurations_are_measured_side_by_side(bench_models: Path, tmp_pa
     args += ["--level-seconds", "5", "--no-phone", "--models-dir", str(bench_models)]
     args += ["--out-dir", str(out), "--service-env", "EFFICIENTNET_MAX_BATCH_SIZE=1"]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.service_levers", *args, "--configs", *CONFIGS],
+        [sys.executable, "-m", "benchmarks.service_levers", *args, "--configs", *CONFIGS,
+         "--checkout", f"checkout={ROOT}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -28,7 +30,7 @@ def test_two_configurations_are_measured_side_by_side(bench_models: Path, tmp_pa
     lines = report.read_text().splitlines()
     assert lines[0] == "| b0: setting | c1 | c1 p50 ms | web peak MB | errors |"
     rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[1:] for line in lines[2:]}
-    assert list(rows) == CONFIGS
+    assert list(rows) == [*CONFIGS, "checkout"]
     for cells in rows.values():
         c1, p50, peak, errors = (float(c.strip(" |")) for c in cells)
         assert c1 > 0 and p50 > 0  # both servers answered, every request a real 200

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_export.variants import Preprocessing
-from model_export.verify import photo_batch
+from model_contract import Preprocessing
+from model_export.photos import photo_batch
 
 CLASSIFIER_GAIN = 30.0
 

@@ -9,11 +9,10 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from model_export import layouts
-from model_export.checkpoints import CheckpointError, read_checkpoint
 from model_export.model import build_model
 from model_export.variants import VARIANTS
-from model_export.weights import WeightsError, load_model
+from model_export.weights import WeightsError, layouts, load_model
+from model_export.weights.checkpoints import CheckpointError, read_checkpoint
 
 B0 = VARIANTS["b0"]
 

@@ -17,6 +17,7 @@ from model_export import verify as verify_module
 from model_export.__main__ import main
 from model_export.export import ExportError, export
 from model_export.variants import VARIANTS
+from model_export.verify import summary
 from model_export.weights import load_model
 
 
@@ -104,10 +105,10 @@ def test_a_graph_as_close_as_pytorch_float32_itself_is_not_refused(b0_random, tm
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(verify_module, "REL_BOUND", 1e-12)
         result = export(*b0_random, tmp_path)
-    check = result.metadata["verification"]
-    assert check["float32_rel_error"] is not None and check["float32_rel_error"] > 0
-    assert check["max_rel_error"] <= verify_module.FLOAT32_SLACK * check["float32_rel_error"]
-    assert "PyTorch float32 itself" in result.verification.summary()
+    check = result.metadata.verification
+    assert check.float32_rel_error is not None and check.float32_rel_error > 0
+    assert check.max_rel_error <= verify_module.FLOAT32_SLACK * check.float32_rel_error
+    assert "PyTorch float32 itself" in summary(result.verification)
 
 
 def test_fp16_keeps_the_boundary_and_the_top1(tmp_path, capsys):

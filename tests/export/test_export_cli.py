@@ -17,8 +17,9 @@ import torchvision
 from realistic import make_realistic
 
 from model_export.__main__ import main, override_preprocessing, parse_args
+from model_export.photos import photo_batch
 from model_export.variants import VARIANTS
-from model_export.verify import graph_logits, photo_batch, reference_logits
+from model_export.verify import graph_logits, reference_logits
 from model_export.weights import load_model
 
 FLOWERS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")

@@ -18,8 +18,9 @@ from model_export import export as export_module
 from model_export.blocks import ConvStyle
 from model_export.export import ExportError, export
 from model_export.model import build_model
+from model_export.photos import photo_batch
 from model_export.variants import VARIANTS
-from model_export.verify import FLOAT32_SLACK, graph_logits, photo_batch, reference_logits
+from model_export.verify import FLOAT32_SLACK, graph_logits, reference_logits, summary
 from model_export.weights import load_model
 
 REL_BOUND = 1e-4
@@ -56,9 +57,9 @@ def _relative(expected: np.ndarray, got: np.ndarray) -> float:
 @pytest.mark.parametrize("name", ["b0", "b3", "b7"])
 def test_realistic_torchvision_checkpoint_exports_and_matches_torchvision(realistic_export, name):
     reference, _, info, result = realistic_export(name)
-    check = result.metadata["verification"]
-    assert check["reference"] == "pytorch-float64" and check["images"] == 6
-    assert check["max_rel_error"] <= REL_BOUND and check["top1_agreement"] == 1.0
+    check = result.metadata.verification
+    assert check.reference == "pytorch-float64" and check.images == 6
+    assert check.max_rel_error <= REL_BOUND and check.top1_agreement == 1.0
     # Against the library itself: torchvision's own forward in float64 on the same photos.
     images = photo_batch(info.preprocessing)
     torchvision_logits = reference_logits(reference, info.preprocessing, images)
@@ -76,11 +77,11 @@ def test_a_b7_checkpoint_over_the_fixed_bound_exports(realistic_export):
     the graph is as right as float32 kernels make it. It matches torchvision's float64 forward
     just as closely, with the same top-1 on every photo."""
     reference, _, info, result = realistic_export("b7", seed=7)
-    check = result.metadata["verification"]
-    print(f"b7 seed 7: {result.verification.summary()}")
-    if check["max_rel_error"] > REL_BOUND:
-        assert check["float32_rel_error"] is not None
-    allowed = max(REL_BOUND, FLOAT32_SLACK * (check["float32_rel_error"] or 0.0))
+    check = result.metadata.verification
+    print(f"b7 seed 7: {summary(result.verification)}")
+    if check.max_rel_error > REL_BOUND:
+        assert check.float32_rel_error is not None
+    allowed = max(REL_BOUND, FLOAT32_SLACK * (check.float32_rel_error or 0.0))
     images = photo_batch(info.preprocessing)
     torchvision_logits = reference_logits(reference, info.preprocessing, images)
     got = graph_logits(result.path, images)
@@ -131,8 +132,8 @@ def test_fp16_pools_in_fp32(realistic_export, tmp_path):
     assert len(pools) == 17  # 16 SE layers + the head
     assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in pools)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
-    assert result.metadata["precision"] == "fp16"
-    assert result.metadata["verification"]["reference"] == "pytorch-float64"
+    assert result.metadata.precision == "fp16"
+    assert result.metadata.verification.reference == "pytorch-float64"
 
 
 def test_b7_fp16_at_600px_stays_finite_with_the_fp32_top1(realistic_export, tmp_path):
@@ -145,4 +146,4 @@ def test_b7_fp16_at_600px_stays_finite_with_the_fp32_top1(realistic_export, tmp_
     assert info.preprocessing.crop_size == 600
     assert np.isfinite(half).all()
     assert (half.argmax(1) == full.argmax(1)).all()
-    assert result.metadata["verification"]["top1_agreement"] == 1.0
+    assert result.metadata.verification.top1_agreement == 1.0

@@ -20,10 +20,12 @@ import torch
 from realistic import make_realistic
 from safetensors.torch import save_file
 
-from model_export import layouts
+from model_contract import Preprocessing
 from model_export.model import build_model, count_params
-from model_export.variants import Preprocessing, get_architecture
-from model_export.verify import float64_copy, graph_logits, photo_batch
+from model_export.photos import photo_batch
+from model_export.variants import get_architecture
+from model_export.verify import float64_copy, graph_logits
+from model_export.weights import layouts
 
 ROOT = Path(__file__).resolve().parents[2]
 REL_BOUND = 1e-4
@@ -34,7 +36,13 @@ def timm_preprocessing(model: torch.nn.Module) -> Preprocessing:
     cfg = model.pretrained_cfg
     size = cfg["input_size"][1]
     resize = math.floor(size / cfg["crop_pct"])
-    return Preprocessing(resize, size, cfg["interpolation"], cfg["mean"], cfg["std"])
+    return Preprocessing(
+        resize_size=resize,
+        crop_size=size,
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+    )
 
 
 def realistic_timm(name: str) -> torch.nn.Module:

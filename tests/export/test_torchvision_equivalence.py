@@ -15,13 +15,16 @@ import torch
 import torchvision
 from realistic import make_realistic
 
+from model_contract import Preprocessing
 from model_export.export import export
-from model_export.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS, Preprocessing
-from model_export.verify import photo_batch
+from model_export.photos import photo_batch
+from model_export.variants import IMAGENET_MEAN, IMAGENET_STD, VARIANTS
 from model_export.weights import load_model
 
 SIZE = 64
-SMALL = Preprocessing(SIZE, SIZE, "bicubic", IMAGENET_MEAN, IMAGENET_STD)
+SMALL = Preprocessing(
+    resize_size=SIZE, crop_size=SIZE, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
 B_SERIES = [f"b{i}" for i in range(8)]
 
 

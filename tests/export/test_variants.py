@@ -7,9 +7,10 @@ import torch
 
 from model_export.model import build_model, count_params
 from model_export.variants import VARIANTS, get_variant, round_channels, round_repeats
-from model_export.weights import packaged_file, read_state_dict
+from model_export.weights.checkpoints import read_checkpoint
+from model_export.weights.published import packaged_file
 
-# torchvision's EfficientNet-B0..B7 (the issue's reference figures).
+# torchvision's EfficientNet-B0..B7 (the parameter counts its documentation states).
 REFERENCE_PARAMS = {
     "b0": 5_288_548,
     "b1": 7_794_184,
@@ -36,7 +37,7 @@ def test_parameter_count_matches_reference(name):
 def test_lite_parameter_count_matches_published_file(name):
     """No published figure to copy: count the tensors of the packaged weights instead."""
     published = VARIANTS[name].imagenet
-    state = read_state_dict(packaged_file(published))
+    state = read_checkpoint(packaged_file(published)).state
     file_params = sum(
         v.numel() for k, v in state.items() if "running_" not in k and "num_" not in k
     )

@@ -8,17 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from model_contract import Preprocessing
 from model_export import verify
 from model_export.blocks import SameConv2d
-from model_export.variants import Preprocessing
-from model_export.verify import (
-    VerificationError,
-    compare,
-    float64_copy,
-    judge,
-    photo_batch,
-    photo_paths,
-)
+from model_export.photos import photo_batch, photo_paths
+from model_export.verify import VerificationError, compare, float64_copy, judge
 
 
 @pytest.mark.parametrize(
@@ -43,7 +37,9 @@ def test_float64_depthwise_equals_pytorchs_float64_conv(conv):
 def test_photos_ship_small_and_follow_the_preprocessing():
     paths = photo_paths()
     assert len(paths) == 6 and all(p.stat().st_size <= 64 * 1024 for p in paths)
-    pre = Preprocessing(331, 300, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    pre = Preprocessing(
+        resize_size=331, crop_size=300, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3
+    )
     batch = photo_batch(pre)
     assert batch.shape == (6, 300, 300, 3) and batch.dtype == np.uint8
     assert len({int(b.mean()) for b in batch}) == 6  # six different photos

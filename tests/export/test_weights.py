@@ -18,14 +18,8 @@ from safetensors.torch import save_file
 
 from model_export.blocks import SameConv2d
 from model_export.variants import VARIANTS, DownloadedWeights
-from model_export.weights import (
-    OfflineError,
-    WeightsError,
-    download,
-    load_model,
-    packaged_file,
-    to_efficientnet_pytorch,
-)
+from model_export.weights import OfflineError, WeightsError, layouts, load_model
+from model_export.weights.published import download, packaged_file
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, no real network
 B0 = VARIANTS["b0"]
@@ -83,7 +77,7 @@ def test_safetensors(b0_state, tmp_path):
 
 
 def test_efficientnet_pytorch_layout_means_tf_padding_and_eps(b0_random, b0_state, tmp_path):
-    renamed = to_efficientnet_pytorch(b0_state, b0_random[0])
+    renamed = layouts.to_layout(b0_state, b0_random[0], "efficientnet_pytorch")
     assert "_blocks.0._se_reduce.weight" in renamed and "_fc.weight" in renamed
     model, info = load_model(B0, _save(renamed, tmp_path / "ep.pth"))
     assert _same_weights(model, b0_state)

@@ -1,5 +1,5 @@
-"""Issue 10, end to end: a fine-tuned 5-class torchvision EfficientNet-B0, exported by the real
-CLI with its own labels and name, served by ``EFFICIENTNET_MODEL_PATH=D/flowers.onnx python -m
+"""Your own classes, end to end: a fine-tuned 5-class torchvision EfficientNet-B0, exported by the
+real CLI with its own labels and name, served by ``EFFICIENTNET_MODEL_PATH=D/flowers.onnx python -m
 service`` (no EFFICIENTNET_VARIANT) as a real process, and used through every interface.
 
 torch runs only in subprocesses (the checkpoint, the reference forward): the test process stays
@@ -22,8 +22,8 @@ import tritonclient.http as triton
 from live_server import ROOT, Server, clean_env, running_server
 from photos import Photo
 
-from service.preprocess import preprocess
-from service.schemas import PreprocessingSpec
+from model_contract import Preprocessing
+from service.pipeline.decode.image import preprocess
 
 pytestmark = pytest.mark.slow  # a checkpoint, an export and a server: about a minute, shared
 NAME = "flowers"
@@ -126,9 +126,9 @@ def _classify(server: Server, photo: Photo, **params: int) -> httpx.Response:
     )
 
 
-def _spec(server: Server) -> PreprocessingSpec:
+def _spec(server: Server) -> Preprocessing:
     meta = httpx.get(f"{server.url}/metadata", timeout=10).json()
-    return PreprocessingSpec.model_validate(meta["preprocessing"])
+    return Preprocessing.model_validate(meta["preprocessing"])
 
 
 def test_classify_answers_with_the_five_names(server: Server, photos: dict[str, Photo]) -> None:

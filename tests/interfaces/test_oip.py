@@ -15,8 +15,8 @@ from photos import Photo
 from server_process import LiveServer
 from tritonclient.utils import InferenceServerException
 
-from service.preprocess import preprocess
-from service.schemas import PreprocessingSpec
+from model_contract import Preprocessing
+from service.pipeline.decode.image import preprocess
 
 MODEL = "efficientnet_lite0"
 CROP = 224
@@ -30,9 +30,9 @@ def client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
 
 
 @pytest.fixture(scope="module")
-def spec(live_server: LiveServer) -> PreprocessingSpec:
+def spec(live_server: LiveServer) -> Preprocessing:
     meta = httpx.get(f"{live_server.url}/metadata", headers=live_server.auth).json()
-    return PreprocessingSpec.model_validate(meta["preprocessing"])
+    return Preprocessing.model_validate(meta["preprocessing"])
 
 
 def classify_probabilities(server: LiveServer, path: Path) -> np.ndarray:
@@ -52,7 +52,7 @@ def classify_probabilities(server: LiveServer, path: Path) -> np.ndarray:
     return probabilities
 
 
-def pixels(photo: Photo, spec: PreprocessingSpec) -> np.ndarray:
+def pixels(photo: Photo, spec: Preprocessing) -> np.ndarray:
     """The exact uint8 crop /classify computes for this photo."""
     return preprocess(photo.path.read_bytes(), spec, 50_000_000)
 
@@ -152,7 +152,7 @@ def test_uint8_pixels_batch_matches_classify_per_image(
     client: triton.InferenceServerClient,
     live_server: LiveServer,
     photos: dict[str, Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     binary: bool,
 ) -> None:
     chosen = [photos["chelsea"], photos["coffee"]]
@@ -171,7 +171,7 @@ def test_normalized_fp32_is_quantized_back_to_the_same_pixels(
     client: triton.InferenceServerClient,
     live_server: LiveServer,
     photos: dict[str, Photo],
-    spec: PreprocessingSpec,
+    spec: Preprocessing,
     binary: bool,
 ) -> None:
     image = pixels(photos["rocket"], spec)[None]

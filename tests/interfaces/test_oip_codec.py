@@ -10,14 +10,14 @@ from hypothesis.extra.numpy import arrays
 from tritonclient.utils import serialize_byte_tensor
 
 from service.errors import BadRequest
-from service.oip_wire import (
+from service.oip.codec import (
     Tensor,
     binary_sections,
-    classification_strings,
     normalized_to_pixels,
     split_body,
     split_length_prefixed,
 )
+from service.oip.outputs import classification_strings
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -161,6 +161,7 @@ def test_no_secrets_baked_in() -> None:
     assert allowed == {
         "pyproject.toml",
         "README.md",
+        "model_contract",
         "model_export",
         "service",
         "docker/entrypoint.sh",
@@ -203,8 +204,8 @@ def test_runtime_install_resolves_without_torch(tmp_path: Path) -> None:
 
 
 def test_onnxruntime_telemetry_is_off_in_every_image() -> None:
-    """The images carry the opt-out service/telemetry.py sets, for any process they run."""
-    from service.telemetry import OPT_OUT_ENV
+    """The images carry the opt-out model_contract/telemetry.py sets, for any process they run."""
+    from model_contract.telemetry import OPT_OUT_ENV
 
     for name in ("export", "runtime"):
         env = _env(BY_NAME[name])

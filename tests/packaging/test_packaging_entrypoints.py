@@ -204,7 +204,7 @@ def test_entrypoint_serves_the_baked_graph_and_the_probe_sees_it_ready(
     finally:
         server.send_signal(signal.SIGTERM)  # exec'd: the signal reaches the service itself
         output = server.communicate(timeout=30)[0]
-    # A graceful drain exits 0 (service/server.py stops uvicorn re-raising the signal).
+    # A graceful drain exits 0 (service/edge/ stops uvicorn re-raising the signal).
     assert server.returncode == 0, output
     assert "Application shutdown complete" in output
     assert f"loaded {os.fspath(lite0_onnx)}" in output, "the baked graph was not the one served"

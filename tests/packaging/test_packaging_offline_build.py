@@ -1,4 +1,4 @@
-"""The Dockerfile builds with no container registry (issue 11): no `# syntax=` directive (it
+"""The Dockerfile builds with no container registry: no `# syntax=` directive (it
 makes BuildKit pull a frontend image), no image but the PYTHON_IMAGE build argument and the
 file's own stages, nothing fetched by ADD. `make image-test` builds it on an engine that has no
 registry at all; this is the same promise, checked in seconds on every test run."""

@@ -17,7 +17,7 @@ REQUEST_TIMEOUT_S = 10
 API_KEY = "reliability-test-key"
 # Statuses an upload may get; anything else (5xx above all) is a failure.
 # 422: too costly to decode (a JPEG of too many scans, a decode past its time budget) or a
-# decoder crash contained in its worker (service/decoding.py).
+# decoder crash contained in its worker (service/pipeline/decode/workers.py).
 UPLOAD_ERRORS = {400, 413, 415, 422}
 ERROR_CODES = {
     "bad_image",

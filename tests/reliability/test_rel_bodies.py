@@ -215,7 +215,7 @@ def test_trickled_upload_times_out_without_blocking_others(
 def test_slow_headers_are_timed_out(served: Server) -> None:
     """A client that trickles its request headers (slowloris) held its connection forever:
     uvicorn has no header-read timeout and the request timeout starts only once the app reads
-    the body. The service's protocol (service/server.py) closes it within the request timeout."""
+    the body. The service's protocol (service/edge/) closes it within the request timeout."""
     host, port = served.url.removeprefix("http://").split(":")
     limit_s = REQUEST_TIMEOUT_S + 5
     reacted = False

@@ -1,4 +1,4 @@
-"""Decoding is bounded (issue 12, findings 1 and 2, and the decode items of 12) on the real server.
+"""Decoding is bounded on the real server.
 
 An attacker's upload gets a prompt, clear 4xx, or its work is bounded, while honest photos sent
 meanwhile keep getting 200 within a few seconds:
@@ -53,7 +53,7 @@ REFUSED_WITHIN_S = 2.0
 # limits) takes ~1 s to decode on an idle machine and ~3 s on a busy one; an honest photo, a few
 # milliseconds to ~0.1 s.
 DECODE_TIMEOUT_S = 0.3
-# What a decode gets once SIGTERM has come (service/decoding.py's SHUTDOWN_DECODE_S).
+# What a decode gets once SIGTERM has come (service/pipeline/decode/workers.py's SHUTDOWN_DECODE_S).
 SHUTDOWN_DECODE_S = 2.0
 # The default decode memory budget at the default 50 MP limit: 8 bytes a pixel (381 MiB).
 DEFAULT_BUDGET_MIB = 50_000_000 * 8 / (1024 * 1024)

@@ -1,4 +1,4 @@
-"""Hostile clients at the protocol edge (issue 12), against the real ``python -m service``: huge
+"""Hostile clients at the protocol edge, against the real ``python -m service``: huge
 headers, pipelined floods that never read, trickled bodies, disconnects, batches larger than
 the pipeline, clients that send their whole body before reading, half-closes. Each attacker gets
 a prompt, clear 4xx (or its cost is bounded), and honest photos keep getting 200 meanwhile."""
@@ -37,7 +37,7 @@ MAX_REQUESTS = 1000  # per connection: the default
 GRACE_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
 # How much the server's peak RSS may grow under an attack whose cost must be bounded. Without
-# the bounds, each of these attacks took hundreds of MB (issue 12).
+# the bounds, each of these attacks took hundreds of MB.
 RSS_BUDGET_MB = 64
 
 

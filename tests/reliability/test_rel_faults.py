@@ -174,7 +174,7 @@ def test_sigterm_under_load_finishes_in_flight_requests(
     assert all(top1 in photos["chelsea"].expected for _, top1, _ in results)
     assert after >= n // 2, "too few requests were still in flight to prove a graceful drain"
     # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done; the service's
-    # Server does not, so a graceful drain exits 0 (service/server.py).
+    # Server does not, so a graceful drain exits 0 (service/edge/).
     assert code == 0, server.log_text()
     log = server.log_text()
     for line in ("Application shutdown complete", "service: stopped", "Finished server process"):

@@ -1,4 +1,4 @@
-"""Hostile Open Inference Protocol requests (issue 12), against the real ``python -m service``:
+"""Hostile Open Inference Protocol requests, against the real ``python -m service``:
 output amplification, JSON nested a thousand deep, a 12 MB body of 200,000 inputs, unrouted
 /v2 paths. Each gets a prompt 400/404/405 in the protocol's ``{"error": "..."}`` shape, and
 other clients keep being served meanwhile."""

@@ -1,5 +1,5 @@
 """What answers without the API key is exactly what docs/api.md's route table marks public
-(issue 12), on the real server process, and no answer shows a path on the server."""
+, on the real server process, and no answer shows a path on the server."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.config import Settings
-from service.server import Server, uvicorn_config
+from service.edge.server import Server, uvicorn_config
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60

@@ -1,4 +1,4 @@
-"""Every endpoint and every error of issue 3, with httpx against the real app (lifespan run)
+"""Every endpoint and every error, with httpx against the real app (lifespan run)
 serving the packaged ImageNet Lite0 graph."""
 
 from __future__ import annotations

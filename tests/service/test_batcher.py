@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from service_helpers import settings_for
 
-from service.batcher import Batcher
-from service.session import ModelSession
+from service.pipeline.batcher import Batcher
+from service.pipeline.session import ModelSession
 
 
 class CountingRun:

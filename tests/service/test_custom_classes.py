@@ -1,5 +1,5 @@
-"""Issue 10, the service side: any class count ≥ 2, the model's name from its file, the variant
-from the file when EFFICIENTNET_MODEL_PATH names it, older files without a name.
+"""Your own classes, the service side: any class count ≥ 2, the model's name from its file, the
+variant from the file when EFFICIENTNET_MODEL_PATH names it, older files without a name.
 
 The graphs are the real Lite0 with a 3-class head (tests/service/custom_graphs.py), in-process;
 the exporter-made 5-class model over a real process is tests/interfaces/test_custom_model.py.
@@ -21,7 +21,7 @@ from service_helpers import assert_error, in_process, settings_for
 
 from service.config import load_settings
 from service.errors import StartupError
-from service.session import ModelSession
+from service.pipeline.session import ModelSession
 
 session_loop = pytest.mark.asyncio(loop_scope="session")
 JPEG = {"content-type": "image/jpeg"}

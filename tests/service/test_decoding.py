@@ -16,7 +16,14 @@ import pytest
 from PIL import Image
 from service_helpers import encode
 
-from service.decode_checks import (
+from model_contract import Preprocessing
+from service.errors import (
+    DecodeTooExpensive,
+    ImageTooLarge,
+    NotReady,
+    ServiceError,
+)
+from service.pipeline.decode.checks import (
     MAX_JPEG_SCAN_PIXELS,
     MAX_JPEG_SCANS,
     MAX_PNG_CHUNKS,
@@ -25,17 +32,15 @@ from service.decode_checks import (
     jpeg_scan_count,
     plan_decode,
 )
-from service.decoding import SHUTDOWN_DECODE_S, DecodeBudget, DecodeLimits, DecodePool
-from service.errors import (
-    DecodeTooExpensive,
-    ImageTooLarge,
-    NotReady,
-    ServiceError,
+from service.pipeline.decode.image import STRIP_ROWS, preprocess
+from service.pipeline.decode.workers import (
+    SHUTDOWN_DECODE_S,
+    DecodeBudget,
+    DecodeLimits,
+    DecodePool,
 )
-from service.preprocess import STRIP_ROWS, preprocess
-from service.schemas import PreprocessingSpec
 
-SPEC = PreprocessingSpec(
+SPEC = Preprocessing(
     resize_size=256, crop_size=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3
 )
 LIMIT = 50_000_000
@@ -256,7 +261,7 @@ def test_close_stops_a_decode_in_progress() -> None:
 def test_png_with_a_large_icc_profile_decodes() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64)).save(buffer, "PNG", icc_profile=bytes(3 * MiB))
-    from service.preprocess import configure_pillow
+    from service.pipeline.decode.image import configure_pillow
 
     configure_pillow(LIMIT)
     assert preprocess(buffer.getvalue(), SPEC, LIMIT).shape == (224, 224, 3)
@@ -284,7 +289,7 @@ def test_shutdown_cuts_a_slow_decode_not_a_quick_one() -> None:
 def test_strips_give_the_bytes_of_one_whole_conversion(mode: str) -> None:
     """to_model_input converts and resizes the kept region STRIP_ROWS rows at a time; both
     steps are row-local, so the result is that of converting the whole region at once."""
-    from service.preprocess import (
+    from service.pipeline.decode.image import (
         FILTER_SUPPORT,
         RESAMPLE,
         _reach,

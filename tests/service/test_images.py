@@ -1,4 +1,4 @@
-"""Every format and image mode of issue 3, and EXIF rotation, end to end through /classify."""
+"""Every format and image mode, and EXIF rotation, end to end through /classify."""
 
 from __future__ import annotations
 

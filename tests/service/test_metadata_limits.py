@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from service.api.schemas import MetadataResponse
 from service.config import Settings
-from service.schemas import MetadataResponse
 
 COUNTS = ("max_upload_bytes", "max_image_pixels", "max_batch_files")
 

@@ -19,22 +19,28 @@ from service_helpers import encode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
+from model_contract import Preprocessing
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import decode_image, open_image, preprocess, to_model_input, to_rgb
-from service.schemas import PreprocessingSpec
+from service.pipeline.decode.image import (
+    decode_image,
+    open_image,
+    preprocess,
+    to_model_input,
+    to_rgb,
+)
 
 TOLERANCE = 1 / 255
 LIMIT = 50_000_000
 
 
-def spec_of(model: Path) -> PreprocessingSpec:
+def spec_of(model: Path) -> Preprocessing:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     meta = json.loads(session.get_modelmeta().custom_metadata_map["efficientnet"])
-    return PreprocessingSpec.model_validate(meta["preprocessing"])
+    return Preprocessing.model_validate(meta["preprocessing"])
 
 
 @pytest.fixture(scope="module", params=["lite0", "b0"])
-def spec(request: pytest.FixtureRequest) -> PreprocessingSpec:
+def spec(request: pytest.FixtureRequest) -> Preprocessing:
     return spec_of(
         request.getfixturevalue(
             f"{request.param}_onnx" if request.param == "lite0" else "b0_random_onnx"
@@ -42,7 +48,7 @@ def spec(request: pytest.FixtureRequest) -> PreprocessingSpec:
     )
 
 
-def torchvision_pixels(img: Image.Image, spec: PreprocessingSpec) -> np.ndarray:
+def torchvision_pixels(img: Image.Image, spec: Preprocessing) -> np.ndarray:
     """The reference: torchvision's transform, un-normalized back to [0, 1] HWC."""
     torch.set_num_threads(1)
     transform = ImageClassification(
@@ -61,7 +67,7 @@ def mad(ours: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(ours.astype(np.float32) / 255 - reference).mean())
 
 
-def test_equals_torchvision_on_real_photos(photos: dict[str, Any], spec: PreprocessingSpec) -> None:
+def test_equals_torchvision_on_real_photos(photos: dict[str, Any], spec: Preprocessing) -> None:
     for name, photo in photos.items():
         data = photo.path.read_bytes()
         ours = preprocess(data, spec, LIMIT)
@@ -72,7 +78,7 @@ def test_equals_torchvision_on_real_photos(photos: dict[str, Any], spec: Preproc
 
 @pytest.mark.parametrize("box", [(0, 100, 451, 104), (200, 0, 201, 300), (0, 0, 451, 299)])
 def test_thin_and_odd_images_equal_torchvision(
-    chelsea: Image.Image, spec: PreprocessingSpec, box: tuple[int, int, int, int]
+    chelsea: Image.Image, spec: Preprocessing, box: tuple[int, int, int, int]
 ) -> None:
     """Strips of a real photo (451x4, 1x300) and an odd size: resizing only the region the crop
     keeps gives what torchvision's resize-everything-then-crop gives."""
@@ -90,7 +96,7 @@ def _phone_sized(img: Image.Image) -> bytes:
     return encode(Image.fromarray(tiles[:3024, :4032]), "JPEG", quality=92)
 
 
-def test_jpeg_draft_stays_within_tolerance(chelsea: Image.Image, spec: PreprocessingSpec) -> None:
+def test_jpeg_draft_stays_within_tolerance(chelsea: Image.Image, spec: Preprocessing) -> None:
     data = _phone_sized(chelsea)
     drafted = decode_image(data, LIMIT, draft_to=spec.resize_size)
     assert drafted.size[0] < 4032, "draft mode should have decoded the JPEG smaller"
@@ -98,7 +104,7 @@ def test_jpeg_draft_stays_within_tolerance(chelsea: Image.Image, spec: Preproces
     assert mad(preprocess(data, spec, LIMIT), reference) < TOLERANCE
 
 
-def test_exif_orientation_is_applied(chelsea: Image.Image, spec: PreprocessingSpec) -> None:
+def test_exif_orientation_is_applied(chelsea: Image.Image, spec: Preprocessing) -> None:
     stored = chelsea.transpose(Image.Transpose.ROTATE_90)  # sensor orientation
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"

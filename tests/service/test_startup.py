@@ -23,7 +23,7 @@ from service_helpers import ROOT, ready_wait, settings_for
 
 from service.config import Settings, load_settings
 from service.errors import StartupError
-from service.session import ModelSession
+from service.pipeline.session import ModelSession
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_cli_serves_and_drains_on_sigterm(lite0_onnx: Path, photos: dict[str, An
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers]
     top = [json.loads(a.split(b"\r\n\r\n", 1)[1])["predictions"][0]["index"] for a in answers]
     assert set(top) <= photos["chelsea"].expected
-    # A graceful drain exits 0 (service/server.py stops uvicorn re-raising the signal).
+    # A graceful drain exits 0 (service/edge/ stops uvicorn re-raising the signal).
     assert process.returncode == 0
     assert "CUDA is not available, running on CPUExecutionProvider" in stderr  # auto: loud
     assert "on CPUExecutionProvider" in stderr and "ready" in stderr

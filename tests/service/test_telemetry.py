@@ -1,5 +1,5 @@
 """onnxruntime's telemetry is off before the first session, in the service and in the exporter
-(issue 11; service/telemetry.py). Each case runs in a fresh interpreter that starts with the
+(model_contract/telemetry.py). Each case runs in a fresh interpreter that starts with the
 opt-out variables unset and onnxruntime not imported, and watches the real package: every
 InferenceSession must be created with both variables at "1" and right after
 disable_telemetry_events()."""
@@ -46,7 +46,7 @@ print("EVENTS " + json.dumps(events))
 
 SERVICE_WORK = """
 from service.config import load_settings
-from service.session import ModelSession
+from service.pipeline.session import ModelSession
 ModelSession.load(load_settings(model_path={model!r}, variant="lite0", device="cpu"))
 """
 

@@ -1,7 +1,8 @@
-"""The uvicorn internals service/server.py builds on, checked by name against the installed uvicorn.
+"""The uvicorn internals service/edge/ builds on, checked by name against the installed uvicorn.
 
-server.py subclasses uvicorn's HTTP protocol (header timeout, lingering close) and its Server
-(exit 0 after a drain), so it reads and overrides attributes uvicorn does not promise to keep.
+service/edge/ subclasses uvicorn's HTTP protocol (protocol.py: header timeout, lingering close) and
+its Server (server.py: exit 0 after a drain), so it reads and overrides attributes uvicorn does
+not promise to keep.
 pyproject.toml pins the uvicorn range it was written against; when a release renames or drops
 one of these, this test fails naming it, instead of the protections silently switching off.
 The behaviour itself is tested over real sockets in tests/reliability (test_rel_bodies,
@@ -25,9 +26,10 @@ from service_helpers import READY_TIMEOUT_S, settings_for
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.app import create_app
-from service.server import HardenedHTTPProtocol, Server, _LingeringTransport, uvicorn_config
+from service.edge.protocol import HardenedHTTPProtocol, _LingeringTransport
+from service.edge.server import Server, uvicorn_config
 
-# The protocol methods server.py overrides (most call super()), with their parameters.
+# The protocol methods service/edge/protocol.py overrides (most call super()), with parameters.
 OVERRIDDEN = {
     "connection_made": ["self", "transport"],
     "data_received": ["self", "data"],
@@ -41,7 +43,7 @@ OVERRIDDEN = {
     "eof_received": ["self"],
     "connection_lost": ["self", "exc"],
 }
-# uvicorn's methods server.py calls without overriding them: it feeds httptools' parser itself
+# uvicorn's methods protocol.py calls without overriding them: it feeds httptools' parser itself
 # (one request at a time), so it must answer parse errors and upgrades the way uvicorn would.
 CALLED = {
     "send_400_response": ["self", "msg"],
@@ -54,22 +56,26 @@ def need(obj: Any, name: str, why: str) -> Any:
     """``obj.name``, or a failure that names the attribute, the uvicorn release and the use."""
     owner = obj.__qualname__ if isinstance(obj, type) else type(obj).__qualname__
     assert hasattr(obj, name), (
-        f"uvicorn {uvicorn.__version__}: {owner}.{name} is gone; service/server.py relies on it "
-        f"({why}). Adapt server.py to this release or keep uvicorn within pyproject.toml's pin."
+        f"uvicorn {uvicorn.__version__}: {owner}.{name} is gone; service/edge/ relies on it "
+        f"({why}). Adapt service/edge/protocol.py to this release or keep uvicorn within the pin."
     )
     return getattr(obj, name)
 
 
-def test_the_protocol_methods_server_py_overrides_or_calls_still_exist() -> None:
+def test_the_protocol_methods_the_edge_overrides_or_calls_still_exist() -> None:
     # HardenedHTTPProtocol subclasses HttpToolsProtocol itself (uvicorn[standard] installs it).
     base = HttpToolsProtocol
     for name, params in {**OVERRIDDEN, **CALLED}.items():
-        why = "HardenedHTTPProtocol overrides it" if name in OVERRIDDEN else "server.py calls it"
+        why = (
+            "HardenedHTTPProtocol overrides it"
+            if name in OVERRIDDEN
+            else "service/edge/protocol.py calls it"
+        )
         method = need(base, name, why)
         got = list(inspect.signature(method).parameters)
         assert got == params, (
             f"uvicorn {uvicorn.__version__}: {base.__qualname__}.{name}{tuple(got)} changed its "
-            f"parameters (server.py was written for {tuple(params)})"
+            f"parameters (service/edge/protocol.py was written for {tuple(params)})"
         )
 
 
@@ -124,7 +130,7 @@ def _connection(server: Server) -> Any:
     raise AssertionError("no connection registered with uvicorn")
 
 
-def test_the_protocol_state_server_py_reads_mid_request(served: Server) -> None:
+def test_the_protocol_state_the_edge_reads_mid_request(served: Server) -> None:
     port = served.servers[0].sockets[0].getsockname()[1]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         # Headers complete, body still coming: the state the lingering close decides on.
@@ -152,8 +158,12 @@ def test_the_protocol_state_server_py_reads_mid_request(served: Server) -> None:
             f"uvicorn {uvicorn.__version__}: receive() is no longer a method of the request "
             "cycle, so middleware.py's body-rate check cannot see uvicorn's buffer"
         )
-        need(need(protocol, "parser", "server.py feeds httptools itself"), "feed_data", "parser")
-        need(protocol, "logger", "server.py wraps it to log each refusal kind once")
+        need(
+            need(protocol, "parser", "service/edge/protocol.py feeds httptools itself"),
+            "feed_data",
+            "parser",
+        )
+        need(protocol, "logger", "service/edge/protocol.py wraps it to log each refusal kind once")
         flow = need(protocol, "flow", "the lingering close pauses/resumes reading")
         need(flow, "pause_reading", "reading stops once LINGER_BYTES are dropped")
         need(flow, "resume_reading", "reading resumes to drain the rest of the body")

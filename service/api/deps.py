@@ -1,0 +1,66 @@
+"""FastAPI dependencies: the pipeline (503 until ready), the optional API key, and the one
+admission sequence of every route that takes images."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import NotReady, Unauthorized
+from service.pipeline.admission import BODY_PROGRESS, BodyProgress, Ticket
+from service.pipeline.pipeline import Pipeline
+
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="EFFICIENTNET_API_KEY, when it is set")
+
+
+def current_pipeline(request: Request) -> Pipeline | None:
+    """The pipeline once the lifespan has built it (it may still be warming up), else None."""
+    return getattr(request.app.state, "pipeline", None)
+
+
+def get_pipeline(request: Request) -> Pipeline:
+    pipeline = current_pipeline(request)
+    if pipeline is None or not pipeline.ready:
+        raise NotReady("model is not loaded and warmed up yet (or the server is shutting down)")
+    return pipeline
+
+
+ReadyPipeline = Annotated[Pipeline, Depends(get_pipeline)]
+
+
+def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """When EFFICIENTNET_API_KEY is set, require ``Authorization: Bearer <key>``."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    # Constant time, so response timing does not reveal how much of a guess was right.
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized()
+
+
+@asynccontextmanager
+async def admitted(
+    request: Request,
+    pipeline: Pipeline,
+    read: Callable[[], Awaitable[T]],
+    slots: Callable[[T], int] = lambda _: 1,
+) -> AsyncIterator[tuple[T, Ticket]]:
+    """Read the body with ``read``, then hold ``slots(body)`` pipeline slots for the block.
+
+    503 before reading when there is no room; the slots themselves are taken only once the body
+    is complete, so a client trickling its body holds none (service/pipeline/admission.py)."""
+    progress: BodyProgress | None = request.scope.get(BODY_PROGRESS)
+    with pipeline.admission.reading(progress):
+        body = await read()
+    with pipeline.admission.admit(slots(body)) as ticket:
+        yield body, ticket

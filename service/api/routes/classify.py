@@ -1,0 +1,169 @@
+"""``POST /classify`` (one image) and ``POST /classify/batch`` (several)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.datastructures import FormData, UploadFile
+
+from service.api.deps import ReadyPipeline, admitted, require_api_key
+from service.api.errors import count, error_responses
+from service.api.schemas import (
+    BatchItem,
+    BatchResponse,
+    ClassifyResponse,
+    ErrorBody,
+    Prediction,
+    Timing,
+)
+from service.errors import BadRequest, ServiceError, UnsupportedMediaType
+from service.pipeline.pipeline import Classification, Pipeline
+from service.pipeline.ranking import DEFAULT_TOP_K
+
+RAW_TYPE = "application/octet-stream"  # or any image/*
+BINARY = {"type": "string", "format": "binary"}
+MAX_FORM_FIELDS = 8
+
+
+def _single_upload_body() -> dict[str, Any]:
+    multipart = {"schema": {"type": "object", "required": ["file"], "properties": {"file": BINARY}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": multipart,
+                "image/*": {"schema": BINARY},
+                "application/octet-stream": {"schema": BINARY},
+            },
+        }
+    }
+
+
+def _batch_upload_body() -> dict[str, Any]:
+    files = {"type": "array", "items": BINARY}
+    schema = {"type": "object", "required": ["file"], "properties": {"file": files}}
+    content = {"multipart/form-data": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+# The upper bound is the served model's class count, checked by resolve_top_k (422).
+TopK = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        description="how many classes to return: 1 to the model's class count (`label_count` in "
+        "/metadata); default 5, or every class of a model with fewer",
+    ),
+]
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def resolve_top_k(requested: int | None, classes: int) -> int:
+    """The ``top_k`` to answer with: 5 by default, or every class of a smaller model; a request
+    for more than the model has is refused (422, naming the bound), never silently cut."""
+    if requested is None:
+        return min(DEFAULT_TOP_K, classes)
+    if requested > classes:
+        raise ServiceError(
+            f"query.top_k: this model has {classes} classes, so top_k must be from 1 to "
+            f"{classes}; got {requested}",
+            status_code=422,
+            code="invalid_request",
+        )
+    return requested
+
+
+def _media_type(request: Request) -> str:
+    """The Content-Type's media type, lower-cased: RFC 9110 makes type and subtype
+    case-insensitive (``IMAGE/JPEG``, ``Multipart/Form-Data``)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _read_single_upload(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    media_type = _media_type(request)
+    if media_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise BadRequest("multipart upload needs a file in the field 'file'")
+            return await upload.read()
+    if media_type and not (media_type.startswith("image/") or media_type == RAW_TYPE):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' "
+            "field, or the image itself as image/* or application/octet-stream"
+        )
+    return await request.body()
+
+
+def _response(pipeline: Pipeline, result: Classification) -> ClassifyResponse:
+    return ClassifyResponse(
+        variant=pipeline.session.metadata.variant,
+        predictions=[Prediction(**vars(p)) for p in result.predictions],
+        timing_ms=Timing(**vars(result.timing)),
+    )
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    summary="Classify one image",
+    openapi_extra=_single_upload_body(),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503, 504),
+)
+async def classify(
+    request: Request, pipeline: ReadyPipeline, top_k: TopK = None
+) -> ClassifyResponse:
+    """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
+    k = resolve_top_k(top_k, pipeline.session.classes)
+    async with admitted(request, pipeline, lambda: _read_single_upload(request)) as (data, _):
+        return _response(pipeline, await pipeline.classify(data, k))
+
+
+async def _classify_one(pipeline: Pipeline, upload: UploadFile, k: int) -> BatchItem:
+    try:
+        result = await pipeline.classify(await upload.read(), k)
+    except ServiceError as exc:
+        count(pipeline.metrics, exc.code)
+        error = ErrorBody(code=exc.code, message=exc.message)
+        return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
+    return BatchItem(filename=upload.filename, result=_response(pipeline, result), status_code=200)
+
+
+def _uploads(form: FormData) -> list[UploadFile]:
+    return [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+
+
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    summary="Classify several images",
+    openapi_extra=_batch_upload_body(),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503),
+)
+async def classify_batch(
+    request: Request, pipeline: ReadyPipeline, top_k: TopK = None
+) -> BatchResponse:
+    """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
+    k = resolve_top_k(top_k, pipeline.session.classes)
+    if _media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
+    limit = pipeline.settings.max_batch_files
+
+    async def read() -> FormData:  # the whole body, parsed
+        return await request.form(max_files=limit, max_fields=MAX_FORM_FIELDS)
+
+    # One slot per file, taken once the body is complete (413 past the capacity).
+    async with admitted(request, pipeline, read, lambda form: len(_uploads(form))) as (form, _):
+        try:
+            uploads = _uploads(form)
+            if not uploads:
+                raise BadRequest("multipart upload needs at least one file in the field 'file'")
+            # All files at once: they decode in parallel and ride the same batches.
+            items = await asyncio.gather(*(_classify_one(pipeline, u, k) for u in uploads))
+        finally:
+            await form.close()
+    return BatchResponse(variant=pipeline.session.metadata.variant, results=list(items))

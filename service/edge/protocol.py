@@ -1,0 +1,395 @@
+"""uvicorn's HTTP/1.1 protocol, hardened: what uvicorn 0.54 does not do on its own.
+
+- **Header timeout** (slowloris): uvicorn has no header-read timeout, and the app's request
+  timeout starts only once it reads the body, so a client trickling its headers held a
+  connection forever. A timer armed when a connection opens (and after each response) closes it
+  unless a request's headers are complete within ``header_timeout_s``.
+- **Header limits**: uvicorn (httptools) buffers a header of any size (a 100 MB header line was
+  read whole). The request line and headers together may take ``max_header_bytes`` and hold
+  ``max_header_count`` fields; past either the answer is 431 and the connection closes.
+- **One request at a time per connection**: httptools parses every pipelined request in a read
+  at once and uvicorn queues them all; a client that pipelines megabytes of requests and never
+  reads made the server hold every parsed request and every unread answer. Bytes are fed to the
+  parser only up to the end of the current request; what follows is kept raw (one read's worth,
+  reading paused) until that request's answer is written and the client has taken it (the
+  transport's write buffer has drained).
+- **Requests per connection**: after ``max_requests_per_connection`` requests (nginx's
+  ``keepalive_requests``, same default) the answer says ``Connection: close``. One-at-a-time
+  bounds what a pipelined flood holds, not what it costs: every answer that fits in the
+  client's socket buffers (megabytes on loopback) would be computed, and six connections never
+  reading kept the event loop busy for 20 s, slowing honest uploads to 5–7 s.
+- **Half-close**: a client may send its request and then shut down its write side
+  (``shutdown(SHUT_WR)``); uvicorn closed the connection at that EOF, so the client never got
+  its answer. The connection now stays open for writing until the answer is out.
+- **Lingering close**: answering before the body is read (413 while streaming, 431, 408) with
+  ``Connection: close`` made uvicorn close a socket with unread data, which sends a TCP RST
+  that can reach the client before it has read the answer. Instead the answer goes out followed
+  by a FIN (half-close), and the rest of the body is read and dropped (what nginx calls a
+  lingering close): up to ``linger_bytes``, for at most ``linger_s``, closing sooner once the
+  client is silent for ``LINGER_IDLE_S`` or closes itself. A client that sends its whole body
+  before reading (Python's urllib, Java's HttpURLConnection) therefore sees the 413.
+- **Quiet refusals**: uvicorn logs a warning per refused request ("Exceeded concurrency limit.",
+  "Invalid HTTP request received."); a flood of them wrote one line each. Each distinct warning
+  is logged at most once per ``LOG_EVERY_S``, with the count of those suppressed.
+- **Exit 0 after a graceful SIGTERM**: see server.py.
+
+uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
+``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``more_body``, ``response_complete``,
+``disconnected``, ``keep_alive``), ``flow`` (``FlowControl``), ``logger``, the methods
+``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
+``on_response_complete``, ``eof_received``, ``resume_writing``, ``send_400_response``,
+``_unset_keepalive_if_required``, ``handle_websocket_upgrade``; and ``Server.capture_signals``
+with ``_captured_signals``.
+
+``uvicorn service.app:app`` runs without these (docs/api.md says to put a proxy in front).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import error_body
+
+HEADER_TIMEOUT_S = 10.0  # or the request timeout, when that is shorter
+KEEP_ALIVE_S = 5.0  # idle keep-alive connections close after this (uvicorn's default)
+LINGER_IDLE_S = 2.0  # a lingering connection closes once the client is silent this long
+# Raw bytes kept after a complete request while its answer is pending: past it, reading pauses
+# and TCP flow control holds the client back.
+HELD_BYTES = 64 * 1024
+CHUNKED_PIECE = 16 * 1024  # chunked bodies are fed in pieces: their end is found by the parser
+LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    max_header_bytes: int = 32 * 1024
+    max_header_count: int = 100
+    max_requests_per_connection: int = 1000
+    linger_s: float = 10.0
+    linger_bytes: int = 64 * 1024 * 1024
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request we refuse (431)."""
+
+
+class _QuietLogger:
+    """uvicorn's logger, but each distinct warning at most once per ``LOG_EVERY_S``."""
+
+    # One record for all connections: a flood is spread over many.
+    _last: ClassVar[
+        dict[str, tuple[float, int]]
+    ] = {}  # message → (when last logged, suppressed since)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(msg, (-LOG_EVERY_S, 0))
+        if now - last < LOG_EVERY_S:
+            self._last[msg] = (last, suppressed + 1)
+            return
+        self._last[msg] = (now, 0)
+        text = msg % args if args else msg
+        more = (
+            f" ({suppressed} more in the last {now - last:.0f} s, not logged)" if suppressed else ""
+        )
+        self._logger.warning("%s%s", text, more, **kwargs)
+
+
+class _LingeringTransport:
+    """The connection's transport; ``close()`` lingers while the client is still sending (a body,
+    pipelined requests)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: HardenedHTTPProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._protocol.lingering or not self._protocol.input_pending():
+            self._transport.close()
+        else:
+            self._protocol.linger()
+
+
+def _json_response(status: int, code: str, message: str) -> bytes:
+    """A complete HTTP/1.1 answer in the service's error shape, written before any app runs."""
+    body = error_body(code, message)
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools HTTP/1.1 protocol plus the limits in the module docstring."""
+
+    limits = EdgeLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _QuietLogger(self.logger)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.lingering = False
+        self._linger_left = self.limits.linger_bytes
+        self._linger_deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._raw_transport = transport
+        self._held = bytearray()  # raw bytes after the current request, not yet parsed
+        self._eof = False  # the client has shut down its write side
+        self._in_head = True  # parsing a request line + headers (not a body)
+        self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the head so far (for a split "\r\n\r\n")
+        self._header_count = 0
+        self._body_left: int | None = None  # Content-Length still to come; None: chunked
+        self._refusal: bytes | None = None
+        self._requests = 0  # requests begun on this connection
+        super().connection_made(_LingeringTransport(transport, self))
+        self._arm(self.limits.header_timeout_s)
+
+    # --- reading: one request at a time ----------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._discard(len(data))
+            return
+        self._unset_keepalive_if_required()
+        if self._held or self._waiting():
+            self._hold(data)
+            return
+        view = memoryview(data)
+        used = self._feed(view)
+        if used < len(view):
+            self._hold(view[used:])
+
+    def _waiting(self) -> bool:
+        """The current request is complete; its answer is not yet written and taken."""
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete and not cycle.more_body
+        return busy or self.flow.write_paused
+
+    def _hold(self, data: bytes | memoryview) -> None:
+        self._held += data
+        if len(self._held) >= HELD_BYTES:
+            self.flow.pause_reading()
+
+    def _feed(self, data: memoryview) -> int:
+        """Parse ``data`` up to the end of the request whose answer is pending; returns how many
+        bytes were used, the rest to be held. Once refused or closing, all are used (dropped)."""
+        view = data
+        while view:
+            if self._waiting():
+                return len(data) - len(view)
+            n = self._next_piece(view)
+            if n is None:  # the head is over the limit: refused
+                break
+            piece, view = view[:n], view[n:]
+            cycle = self.cycle
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+                break
+            except httptools.HttpParserError:
+                if self._refusal is not None:
+                    self._refuse(self._refusal)
+                else:
+                    self.logger.warning("Invalid HTTP request received.")
+                    self.send_400_response("Invalid HTTP request received.")
+                break
+            if self.cycle is not cycle:  # a new request's headers are complete
+                self._disarm()
+            if self._raw_transport.is_closing() or self.lingering:
+                break
+        return len(data)
+
+    def _next_piece(self, view: memoryview) -> int | None:
+        """How many bytes to give the parser now: never past the end of the current request."""
+        if not self._in_head:
+            if self._body_left is None:
+                return min(len(view), CHUNKED_PIECE)
+            return min(len(view), max(self._body_left, 1))
+        budget = self.limits.max_header_bytes - self._head_bytes
+        window = self._head_tail + bytes(view[: budget + 4])
+        end = window.find(b"\r\n\r\n")
+        if end >= 0:
+            n = end + 4 - len(self._head_tail)
+        elif len(view) <= budget:
+            n = len(view)
+        else:
+            self._refuse_head()
+            return None
+        self._head_bytes += n
+        self._head_tail = b"" if end >= 0 else window[-3:]
+        return n
+
+    def _refuse_head(self) -> None:
+        limit = self.limits.max_header_bytes
+        message = f"request line and headers over the limit of {limit} bytes in all"
+        self._refuse(_json_response(431, "headers_too_large", message))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_header_count:
+            message = f"more than {self.limits.max_header_count} request header fields"
+            self._refusal = _json_response(431, "headers_too_large", message)
+            raise _Refused(message)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._body_left = 0
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                self._body_left = None
+                break
+            if name == b"content-length":
+                self._body_left = int(value)  # httptools has checked it
+        super().on_headers_complete()
+        self._requests += 1
+        if self._requests >= self.limits.max_requests_per_connection:
+            # The answer says "Connection: close"; what the client sent after it is drained by
+            # a lingering close, so that answer is not lost to a TCP reset.
+            self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        if self._body_left is not None:
+            self._body_left -= len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_tail = b""
+        super().on_message_complete()
+
+    def _refuse(self, answer: bytes) -> None:
+        self._raw_transport.write(answer)
+        self.linger()
+
+    # --- after each answer -----------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # resumes reading
+        if self._raw_transport.is_closing() or self.lingering:
+            return
+        if self._eof and not self._held:
+            self._raw_transport.close()  # half-closed and answered: nothing more will come
+            return
+        self._arm(self.limits.header_timeout_s)
+        if self._held:
+            self.flow.pause_reading()
+            # Not from inside the app's send(): the next request starts on the next loop turn.
+            self.loop.call_soon(self._feed_held)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._held:
+            self.loop.call_soon(self._feed_held)
+
+    def _feed_held(self) -> None:
+        if not self._held or self._waiting() or self.lingering or self._raw_transport.is_closing():
+            return
+        self._unset_keepalive_if_required()  # a request is coming: no keep-alive close
+        self.flow.resume_reading()
+        with memoryview(self._held) as view:
+            used = self._feed(view)
+        # Dropping a bytearray's head is O(1) in CPython: each pipelined request costs its own
+        # bytes, not a copy of everything held behind it. (linger() may have replaced it.)
+        del self._held[:used]
+        if len(self._held) >= HELD_BYTES:
+            self.flow.pause_reading()
+        answering = self._busy() and not self.cycle.more_body
+        if self._eof and not self._held and not answering:
+            self._raw_transport.close()  # half-closed: no complete request is left to answer
+
+    def _busy(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def eof_received(self) -> bool | None:
+        """The client shut down its write side: answer what it sent, then close."""
+        self._eof = True
+        if self.lingering:
+            return None
+        complete = self._busy() and not self.cycle.more_body
+        if complete or self._held:
+            if not self._held:
+                self.cycle.keep_alive = False  # close once this answer is written
+            return True  # keep the transport open for writing
+        return None  # idle, or a body that will never be complete: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    # --- lingering close -------------------------------------------------------------------------
+
+    def input_pending(self) -> bool:
+        """Closing now would drop bytes the client sent (a body, pipelined requests)."""
+        return self.body_incoming() or (bool(self._held) and not self._eof)
+
+    def body_incoming(self) -> bool:
+        """The client is still sending the current request's body."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.disconnected
+
+    def linger(self) -> None:
+        """The answer is out: send FIN, read and drop what still comes, within the bounds."""
+        self.lingering = True
+        self._held = bytearray()
+        transport = self._raw_transport
+        if self._eof or not transport.can_write_eof():  # nothing more will come, or TLS
+            transport.close()
+            return
+        transport.write_eof()  # the answer, then FIN: the client reads it and stops sending
+        self.flow.resume_reading()  # uvicorn paused reading when its body buffer filled
+        self._linger_deadline = self.loop.time() + self.limits.linger_s
+        self._arm(min(LINGER_IDLE_S, self.limits.linger_s))
+
+    def _discard(self, size: int) -> None:
+        self._linger_left -= size
+        if self._linger_left < 0:
+            self.flow.pause_reading()  # the byte budget is spent: the close timer ends it
+            return
+        left = self._linger_deadline - self.loop.time()
+        self._arm(max(0.0, min(LINGER_IDLE_S, left)))
+
+    # --- timers ----------------------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._raw_transport.close)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,165 @@
+"""Before any pixel is decoded: what a decode of this upload would cost, and structural refusals.
+
+Runs in the server process on the header alone (Pillow's ``open`` reads no pixel data) and on a
+cheap walk of the file's structure, so that an upload too expensive to decode is refused without
+spending a worker on it, and workers.py can reserve its memory before decoding.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from PIL import Image
+
+from service.errors import DecodeTooExpensive
+from service.pipeline.decode.image import DRAFT_HEADROOM, STRIP_ROWS, decoding_errors, open_image
+
+# A progressive JPEG is decoded scan by scan, each scan touching every block of the image: a
+# file of thousands of empty refinement scans took Pillow tens of seconds, and 96 scans of a
+# 7000x7000 grey image 9 s (~2 ns per pixel and scan, here). Encoders write 6-10 scans
+# (libjpeg's progression script), mozjpeg's scan optimisation a few more; libjpeg-turbo's own
+# tools treat hundreds as hostile (its -maxscans option exists for exactly this file). So: at
+# most MAX_JPEG_SCANS scans, and at most MAX_JPEG_SCAN_PIXELS pixels × scans (30 full passes
+# over a 50 MP photo; an honest progressive one makes about 10, 1.1 s to decode here).
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_PIXELS = 1_500_000_000
+# A PNG's data may be split into any number of chunks; Pillow walks them one by one in Python,
+# so a file of a million empty chunks keeps a decoder busy for seconds. Encoders write chunks of
+# 8-64 kB (a 20 MB upload: a few thousand).
+MAX_PNG_CHUNKS = 20_000
+
+_SOS = b"\xff\xda"
+_ORIENTATION = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG markers without a length field (SOI, EOI, TEM, RSTn).
+_STANDALONE = {0x01, 0xD8, 0xD9, *range(0xD0, 0xD8)}
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What decoding an upload will hold at its peak, estimated from its header."""
+
+    width: int
+    height: int
+    mode: str
+    memory_bytes: int
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    # Pillow's storage, not the file's: RGB, LA and friends take 4 bytes a pixel in memory.
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _first_scan(data: bytes) -> int:
+    """Offset of the first SOS marker, walking the marker segments before it (-1: none)."""
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return -1
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+    return -1
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """Scans in a JPEG: SOS markers from the first one on.
+
+    Entropy-coded data never holds FF DA (an FF there is stuffed with 00 or is a marker), so
+    counting after the first scan's start is exact for the file's own scans; the table segments
+    between scans could contain the pair only by chance, which merely adds to the count.
+    """
+    start = _first_scan(data)
+    return 0 if start < 0 else data.count(_SOS, start)
+
+
+def png_chunk_count(data: bytes, limit: int) -> int:
+    """Chunks in a PNG, walking their length fields; stops counting past ``limit``."""
+    pos, count = len(_PNG_SIGNATURE), 0
+    while pos + 8 <= len(data) and count <= limit:
+        (length,) = struct.unpack_from(">I", data, pos)
+        count += 1
+        if data[pos + 4 : pos + 8] == b"IEND":
+            break
+        pos += 12 + length  # length, type, data, CRC
+    return count
+
+
+def check_structure(data: bytes, pixels: int) -> None:
+    """Refuse files whose structure alone makes them too expensive to decode (422)."""
+    if data.startswith(b"\xff\xd8"):
+        scans = jpeg_scan_count(data)
+        if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
+            raise DecodeTooExpensive(
+                f"JPEG has {scans} scans of {pixels} pixels, over the limits of "
+                f"{MAX_JPEG_SCANS} scans and {MAX_JPEG_SCAN_PIXELS} pixels x scans: "
+                "progressive encoders write about 10"
+            )
+    elif data.startswith(_PNG_SIGNATURE) and png_chunk_count(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
+        raise DecodeTooExpensive(
+            f"PNG has over {MAX_PNG_CHUNKS} chunks; encoders write a few thousand at most"
+        )
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation from the header (img.getexif() would decode a PNG to look further)."""
+    tags = getattr(img, "tag_v2", None)  # TIFF: its own tags
+    if tags is not None:
+        return _as_orientation(tags.get(_ORIENTATION))
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except Exception:  # unreadable EXIF: exif_transpose will not rotate either
+        return 1
+    return _as_orientation(exif.get(_ORIENTATION))
+
+
+def _as_orientation(value: object) -> int:
+    # Files in the wild store the tag as text, a tuple or garbage; exif_transpose rotates only
+    # for the integers 2-8, so anything else is "upright" for the estimate too.
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _estimate(img: Image.Image, full_size: tuple[int, int]) -> int:
+    """Bytes held at the decode's peak: the decoded image, plus what its decoder keeps."""
+    width, height = img.size
+    decoded = width * height * _bytes_per_pixel(img.mode)
+    total = decoded
+    if _orientation(img) != 1:  # exif_transpose copies the image
+        total += decoded
+    if img.format == "JPEG" and img.info.get("progressive"):
+        # libjpeg keeps every coefficient of a progressive file until its last scan: 2 bytes
+        # per pixel and component at full size, whatever size the draft decodes to.
+        total += full_size[0] * full_size[1] * 2 * len(img.getbands())
+    if img.mode != "RGB":  # to_model_input converts STRIP_ROWS rows at a time: ~5 copies
+        total += width * STRIP_ROWS * 4 * 5
+    if img.format == "WEBP":  # libwebp decodes into its own buffer, then Pillow copies it
+        total += decoded
+    return total
+
+
+def plan_decode(data: bytes, max_pixels: int, draft_to: int | None) -> DecodePlan:
+    """Header and structure checks; raises ServiceError 400/413/415/422 for a refusal."""
+    img = open_image(data, max_pixels)
+    full_size = img.size
+    check_structure(data, full_size[0] * full_size[1])
+    # A header Pillow opened can still hold surprises for the estimate: a bad file is a 400.
+    with decoding_errors():
+        if draft_to and img.format == "JPEG":
+            side = draft_to * DRAFT_HEADROOM
+            img.draft(img.mode, (side, side))  # only sets the size and mode the decode will give
+        return DecodePlan(*full_size, img.mode, _estimate(img, full_size))

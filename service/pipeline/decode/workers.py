@@ -1,0 +1,364 @@
+"""Decoding that can be stopped: worker processes under a time and an address-space limit, and
+one memory budget for every decode in progress.
+
+Why processes: a Pillow decode cannot be interrupted. A thread kept decoding a progressive JPEG
+of thousands of scans for 27 s after its request had timed out, both cores went to two such
+files, and SIGTERM waited for them. A worker process can be killed at its deadline, its address
+space can be capped (RLIMIT_AS) so an image's memory cannot take the server down, and a decoder
+crash ends the worker, not the server.
+
+The path of an upload:
+
+1. ``plan_decode`` (checks.py) reads the header and the file's structure in a
+   thread of the server: refusals that need no pixels (413 pixel limit, 422 too many scans)
+   cost no worker, and the plan says how much memory the decode will hold.
+2. ``DecodeBudget`` reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB before the decode
+   starts: two big images wait for each other instead of doubling the peak (a small one may
+   pass a waiting big one, until that has waited a second); one bigger than the whole budget
+   gets 413 at once.
+3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
+   answers with the model's small uint8 input (150 kB at 224², never the decoded image). Past
+   EFFICIENTNET_DECODE_TIMEOUT_S the worker is killed and replaced, and the request gets 422.
+
+The workers are forked from a ``forkserver`` that has imported only this module (Pillow, NumPy):
+no onnxruntime session, no event loop and none of the server's threads are copied into them, and
+a replacement starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import queue
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_contract import Preprocessing
+from service.config import MiB
+from service.errors import (
+    DecodeFailed,
+    DecodeTooExpensive,
+    ImageTooLarge,
+    NotReady,
+    ServiceError,
+)
+from service.pipeline.decode.checks import DecodePlan, plan_decode
+from service.pipeline.decode.image import configure_pillow, preprocess
+
+log = logging.getLogger("service.decoding")
+
+# A worker's address space may grow this much past the decode budget: Python's own allocations,
+# zlib's windows, the conversion strips and the resize's buffers. Past it, allocations fail and
+# the request gets 413; the bound is on every worker, whatever the estimate said.
+WORKER_SLACK_BYTES = 256 * MiB
+# On SIGTERM uvicorn lets requests in progress finish. Decodes running or queued then have this
+# long after the signal, all together: photos up to ~12 MP decode well within it, so the drain
+# completes; a slower decode is cut (503, retry elsewhere) rather than holding the exit for up
+# to EFFICIENTNET_DECODE_TIMEOUT_S.
+SHUTDOWN_DECODE_S = 2.0
+# A decode waiting this long for memory is no longer overtaken by smaller ones (DecodeBudget).
+BUDGET_AGING_S = 1.0
+# How often a waiting thread looks whether a shutdown has shortened its deadline.
+_WAIT_SLICE_S = 0.25
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    workers: int  # decodes at once
+    timeout_s: float  # per decode, in its worker
+    memory_bytes: int  # all decodes in progress together, as estimated from their headers
+    max_pixels: int
+
+
+# --- In the worker process --------------------------------------------------------------------
+
+
+def _address_space_bytes() -> int | None:
+    """What this process maps now (Linux); None where /proc does not say (macOS)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _worker_main(conn: Connection, spec: Preprocessing, limits: DecodeLimits) -> None:
+    # Ctrl-C reaches the whole process group: the server decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure_pillow(limits.max_pixels)
+    # What this process maps already (interpreter, libraries) plus what one decode may take.
+    mapped = _address_space_bytes()
+    if mapped is not None:
+        cap = mapped + limits.memory_bytes + WORKER_SLACK_BYTES
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):  # the server closed its end, or is gone
+            return
+        conn.send(_decode(data, spec, limits.max_pixels))
+
+
+def _decode(data: bytes, spec: Preprocessing, max_pixels: int) -> tuple[str, Any]:
+    """("ok", uint8 array) or ("error", (status, code, message)): plain values cross the pipe."""
+    try:
+        return "ok", preprocess(data, spec, max_pixels)
+    except ServiceError as exc:
+        return "error", (exc.status_code, exc.code, exc.message)
+    except MemoryError:
+        message = "image too large to decode within the memory limit"
+        return "error", (ImageTooLarge.status_code, ImageTooLarge.code, message)
+
+
+# --- In the server ------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, ctx: Any, spec: Preprocessing, limits: DecodeLimits) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, spec, limits), name="decode", daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+class DecodePool:
+    """Worker processes, one decode each at a time; ``run`` is called from threads."""
+
+    def __init__(self, spec: Preprocessing, limits: DecodeLimits) -> None:
+        self._spec, self._limits = spec, limits
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload([__name__])
+        self._lock = threading.Lock()
+        self._closed = False
+        self._shutdown_at: float | None = None
+        self._workers: set[_Worker] = set()
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for _ in range(limits.workers):
+            self._idle.put(self._spawn())
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def _spawn(self) -> _Worker:
+        worker = _Worker(self._ctx, self._spec, self._limits)
+        with self._lock:
+            self._workers.add(worker)
+        return worker
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        with self._lock:
+            self._workers.discard(worker)
+            if self._closed:
+                return worker
+        return self._spawn()
+
+    def run(self, data: bytes) -> np.ndarray:
+        """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
+        worker = self._idle.get()  # as many calling threads as workers: one is idle
+        if self._past_drain_deadline():  # a decode begun now would be cut at once, its worker
+            self._idle.put(worker)  # killed and forked again: refuse before sending anything
+            raise NotReady("the service is shutting down")
+        if not worker.process.is_alive():  # died idle (OOM killer, a signal): not this upload
+            worker = self._replace(worker)
+        try:
+            status, payload = self._exchange(worker, data)
+        except BaseException:
+            worker = self._replace(worker)
+            raise
+        finally:
+            self._idle.put(worker)
+        if status == "ok":
+            return payload
+        status_code, code, message = payload
+        raise ServiceError(message, status_code=status_code, code=code)
+
+    def _deadline(self, started: float) -> tuple[float, bool]:
+        """When the decode begun at ``started`` must end, and whether a shutdown set it."""
+        deadline = started + self._limits.timeout_s
+        if self._shutdown_at is None:
+            return deadline, False
+        # One drain deadline for every decode, begun or queued: a queue of slow images must not
+        # stretch the exit to SHUTDOWN_DECODE_S each.
+        cut = self._shutdown_at + SHUTDOWN_DECODE_S
+        return min(deadline, cut), cut < deadline
+
+    def _await_answer(self, worker: _Worker) -> None:
+        """Until the worker answers (or dies); past the deadline it is killed and we raise."""
+        started = time.monotonic()
+        while True:
+            deadline, by_shutdown = self._deadline(started)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if worker.conn.poll(min(left, _WAIT_SLICE_S)):
+                return
+        if by_shutdown:
+            raise NotReady("the service is shutting down")
+        timeout = self._limits.timeout_s
+        log.warning("decode took over %g s: worker %s killed", timeout, worker.process.pid)
+        raise DecodeTooExpensive(f"decoding this image took over {timeout:g} s")
+
+    def _exchange(self, worker: _Worker, data: bytes) -> tuple[str, Any]:
+        try:
+            worker.conn.send_bytes(data)
+            self._await_answer(worker)
+            return worker.conn.recv()
+        except (EOFError, OSError):
+            if self._closed:
+                raise NotReady("the service is shutting down") from None
+            code = worker.process.exitcode if worker.process.exitcode is not None else "?"
+            log.warning("decode worker %s died (exit %s)", worker.process.pid, code)
+            raise DecodeFailed("the decoder failed on this image") from None
+
+    def begin_shutdown(self) -> None:
+        self._shutdown_at = time.monotonic()
+
+    def _past_drain_deadline(self) -> bool:
+        shutdown_at = self._shutdown_at
+        return shutdown_at is not None and time.monotonic() >= shutdown_at + SHUTDOWN_DECODE_S
+
+    def close(self) -> None:
+        """Kill every worker now, busy or not: a decode in progress must not hold up an exit."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._workers)
+        for worker in workers:
+            worker.kill()
+
+
+class DecodeBudget:
+    """Bytes of decode memory in use, out of a total; a reservation waits until it fits.
+
+    First fit in arrival order, so a big image waiting does not hold up small ones; but once a
+    waiter has waited ``aging_s``, nobody behind it is served first, so a steady stream of small
+    images cannot starve a big one until its request times out.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        aging_s: float = BUDGET_AGING_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.free = total
+        self.aging_s = aging_s
+        self._clock = clock
+        self._waiters: list[_Waiter] = []  # in arrival order
+
+    async def acquire(self, plan: DecodePlan) -> None:
+        """Reserve ``plan``'s memory, waiting until it fits; 413 if it never could."""
+        amount = plan.memory_bytes
+        if amount > self.total:
+            raise ImageTooLarge(
+                f"decoding this {plan.width}x{plan.height} {plan.mode} image takes about "
+                f"{amount // MiB} MiB, over the decode memory limit of {self.total // MiB} MiB"
+            )
+        await self._acquire(amount)
+
+    def release(self, plan: DecodePlan) -> None:
+        self.free += plan.memory_bytes
+        self._wake()
+
+    async def _acquire(self, amount: int) -> None:
+        self._wake()  # an aged waiter may have become due: it goes first
+        if amount <= self.free and not self._aged_waiter(self._clock()):
+            self.free -= amount
+            return
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(amount, self._clock(), loop.create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.free += amount  # granted as we were cancelled: give it back
+            self._waiters = [w for w in self._waiters if w is not waiter]
+            self._wake()
+            raise
+
+    def _aged_waiter(self, now: float) -> bool:
+        return any(now - w.since >= self.aging_s for w in self._waiters)
+
+    def _wake(self) -> None:
+        now = self._clock()
+        for waiter in list(self._waiters):
+            if waiter.future.done():
+                continue
+            if waiter.amount <= self.free:
+                self.free -= waiter.amount
+                self._waiters.remove(waiter)
+                waiter.future.set_result(None)
+            elif now - waiter.since >= self.aging_s:
+                return  # it has waited long enough: nobody behind it goes first
+
+
+@dataclass
+class _Waiter:
+    amount: int
+    since: float  # the budget's clock when it began to wait
+    future: asyncio.Future[None]
+
+
+class Decoder:
+    """Upload bytes → model input under the limits; what the request handlers call."""
+
+    def __init__(self, spec: Preprocessing, limits: DecodeLimits, executor: Executor) -> None:
+        self.spec, self.limits = spec, limits
+        self._executor = executor
+        self._budget = DecodeBudget(limits.memory_bytes)
+        self.pool = DecodePool(spec, limits)
+
+    async def preprocess(self, data: bytes) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        plan = await loop.run_in_executor(
+            self._executor, plan_decode, data, self.limits.max_pixels, self.spec.resize_size
+        )
+        await self._budget.acquire(plan)
+        try:
+            decoding = loop.run_in_executor(self._executor, self.pool.run, data)
+        except BaseException:
+            self._budget.release(plan)
+            raise
+
+        def done(future: asyncio.Future[np.ndarray]) -> None:
+            # The memory is in use until the worker is done, even if the request was cancelled
+            # (its timeout) meanwhile: released now, not when the waiting stopped.
+            self._budget.release(plan)
+            if not future.cancelled():
+                future.exception()  # retrieved: an abandoned decode's error is not "unhandled"
+
+        decoding.add_done_callback(done)
+        return await asyncio.shield(decoding)
+
+    def begin_shutdown(self) -> None:
+        """A shutdown has begun: from now on a decode gets at most SHUTDOWN_DECODE_S (503
+        not_ready past it), so the drain waits on no slow decode."""
+        self.pool.begin_shutdown()
+
+    def close(self) -> None:
+        self.pool.close()
