@@ -95,6 +95,20 @@ class VerificationInfo(_Part):
     float32_rel_error: float | None = None
 
 
+class TrainingInfo(_Part):
+    """How a model trained by ``model_export train`` came to be: what it started from, what it
+    saw and how well it did on images it never trained on. Absent for any other export."""
+
+    base_weights: WeightsInfo  # the weights training started from (``weights`` is the result)
+    images_per_class: dict[str, int]  # training images, by class name
+    validation_images_per_class: dict[str, int]
+    validation_source: Literal["folder", "split"]  # a separate folder, or a seeded split
+    validation_accuracy: float
+    unfrozen_stages: int  # 0: only the new classifier was trained
+    epochs: int  # epochs run before early stopping (the kept head is the best one)
+    seed: int
+
+
 class ExporterInfo(_Part):
     name: str
     version: str
@@ -120,6 +134,7 @@ class ModelMetadata(_Part):
     precision: Literal["fp32", "fp16"] = "fp32"
     verification: VerificationInfo | None = None
     exporter: ExporterInfo | None = None
+    training: TrainingInfo | None = None
 
     @property
     def model_name(self) -> str:

@@ -15,26 +15,20 @@ from pathlib import Path
 from typing import get_args
 
 from model_contract import Interpolation
+from model_export.usage import USER_ERROR, OneLineParser, refuse
 from model_export.variants import VARIANTS, get_architecture
 
 # The paper's compound-scaling coefficients: FLOPs grow by (α·β²·γ²)^φ ≈ 2^φ.
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 
-
-USER_ERROR = 2  # every refusal: exit status 2 and one `error: ...` line on stderr
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        # One line (argparse would print the usage first); `--help` shows the usage.
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(USER_ERROR)
+__all__ = ["USER_ERROR", "main", "override_preprocessing", "parse_args"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(
+    p = OneLineParser(
         prog="efficientnet-export",
-        description="Export an EfficientNet variant to a verified, self-describing ONNX graph.",
+        description="Export an EfficientNet variant to a verified, self-describing ONNX graph. "
+        "`efficientnet-export train --help`: train a classifier on your own photos instead.",
     )
     p.add_argument("--list", action="store_true", help="print the variant table and exit")
     p.add_argument(
@@ -136,6 +130,12 @@ def _phi(multiplier: float, base: float) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # Imported here, like torch below: the export's --help and usage errors stay instant.
+        from model_export.train.cli import main as train
+
+        return train(argv[1:])
     args = parse_args(argv)
     if args.list:
         print(variant_table())
@@ -144,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(args)
     except UserError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return USER_ERROR
+        return refuse(exc)
     from model_export.export import describe
     from model_export.verify import summary
 
@@ -220,10 +219,6 @@ def _say_what_was_taken(info) -> None:
         f"preprocessing ({info.preprocessing_source}): resize {pre.resize_size} -> crop "
         f"{pre.crop_size}, {pre.interpolation}, mean {list(pre.mean)}, std {list(pre.std)}"
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

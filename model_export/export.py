@@ -27,6 +27,7 @@ from model_contract import (
     Architecture,
     ExporterInfo,
     ModelMetadata,
+    TrainingInfo,
     VerificationInfo,
     default_model_name,
     is_model_name,
@@ -85,10 +86,12 @@ def export(
     opset: int = OPSET,
     name: str | None = None,
     labels: tuple[str, ...] | None = None,
+    training: TrainingInfo | None = None,
 ) -> ExportResult:
     """Export, check and verify; on any failure the file is removed and ExportError raised.
 
-    `labels` default to ImageNet's, which only fit a 1000-class classifier."""
+    `labels` default to ImageNet's, which only fit a 1000-class classifier; `training` is the
+    provenance `model_export train` records (None for any other export)."""
     start = time.perf_counter()
     name = check_name(name or default_name(model))
     labels = labels if labels is not None else imagenet_labels()
@@ -98,7 +101,9 @@ def export(
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{name}.onnx"
     crop = info.preprocessing.crop_size
-    metadata = build_metadata(model, info, fp16=fp16, opset=opset, name=name, labels=labels)
+    metadata = build_metadata(
+        model, info, fp16=fp16, opset=opset, name=name, labels=labels, training=training
+    )
     # Written and verified beside the target, then renamed over it: a failed re-export leaves
     # the previous good graph in place, and a reader never sees a half-written file.
     partial = path.with_name(path.name + ".part")
@@ -182,6 +187,7 @@ def build_metadata(
     opset: int,
     name: str | None = None,
     labels: tuple[str, ...] | None = None,
+    training: TrainingInfo | None = None,
 ) -> ModelMetadata:
     """The file's metadata, all but `verification` (added once the graph has passed)."""
     variant = model.variant
@@ -212,6 +218,7 @@ def build_metadata(
             torch=torch.__version__.split("+")[0],
             opset=opset,
         ),
+        training=training,
     )
 
 
