@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from model_contract import Preprocessing, TrainingInfo, VerificationInfo
 from model_export.export import ExportError, ExportResult, check_name, export
@@ -38,6 +37,7 @@ from model_export.verify import (
     reference_logits,
 )
 from model_export.weights import LoadedWeights, WeightsError, load_model
+from model_export.weights.layouts import KeyLayout, to_layout
 
 # The graph is checked against the float64 forward on up to this many validation images too:
 # the float64 reference runs one image at a time (~0.2 s each for Lite0 on 2 cores).
@@ -201,8 +201,10 @@ def run(args: argparse.Namespace) -> Outcome:
         epochs=sum(len(h.epochs) for _, h in phases),
         seed=args.seed,
     )
-    checkpoint = _save_checkpoint(args.output_dir / f"{name}.pth", model, classes, pre, training)
-    info = _trained_weights(base, checkpoint, classes)
+    layout = base.key_layout or "torchvision"
+    checkpoint = args.output_dir / f"{name}.pth"
+    _save_checkpoint(checkpoint, model, layout, args.variant, classes, pre, training)
+    info = _trained_weights(base, checkpoint, layout, classes)
     result = export(model, info, args.output_dir, name=name, labels=classes, training=training)
     on_validation = _check_graph(model, pre, result.path, val_pixels[:GRAPH_CHECK_IMAGES])
     extract = {
@@ -235,6 +237,11 @@ def run(args: argparse.Namespace) -> Outcome:
             "feature_extraction": extract,
             "verification": result.verification.model_dump(mode="json"),
             "verification_on_validation": on_validation.model_dump(mode="json"),
+            # Every held-out image with its answer: the mistakes are the ones to look at.
+            "validation_predictions": [
+                {"path": str(path), "label": classes[truth], "predicted": classes[guess]}
+                for path, truth, guess in zip(val.paths, val.labels, predicted, strict=True)
+            ],
             "seconds": time.perf_counter() - start,
         },
     )
@@ -295,31 +302,43 @@ def data_counts(classes: Sequence[str], labels: np.ndarray) -> dict[str, int]:
 
 
 def _save_checkpoint(
-    path: Path, model: nn.Module, classes: Sequence[str], pre: Preprocessing, training: TrainingInfo
-) -> Path:
-    """A checkpoint the exporter itself accepts (`--weights NAME.pth --labels ...`), with its
-    labels, preprocessing and provenance beside the state dict."""
+    path: Path,
+    model: EfficientNet,
+    layout: KeyLayout,
+    variant: str,
+    classes: Sequence[str],
+    pre: Preprocessing,
+    training: TrainingInfo,
+) -> None:
+    """A checkpoint the exporter itself accepts (`--variant VARIANT --weights NAME.pth
+    --labels ...`), with its labels, preprocessing and provenance beside the state dict.
+
+    The state dict is written in the key layout of the weights training started from: the
+    exporter infers the convolution style (padding, BatchNorm eps) from the layout, so Lite's
+    TF-trained weights saved in torchvision's keys would be reloaded as PyTorch-style."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
-            "state_dict": model.state_dict(),
+            "state_dict": to_layout(model.state_dict(), model, layout),
+            "variant": variant,
             "labels": list(classes),
             "preprocessing": pre.model_dump(mode="json"),
             "training": training.model_dump(mode="json"),
         },
         path,
     )
-    return path
 
 
-def _trained_weights(base: LoadedWeights, checkpoint: Path, classes: Sequence[str]):
+def _trained_weights(
+    base: LoadedWeights, checkpoint: Path, layout: KeyLayout, classes: Sequence[str]
+) -> LoadedWeights:
     """What the file's `weights` says: the trained checkpoint (the base is in `training`)."""
     return dataclasses.replace(
         base,
         source="file",
         origin=str(checkpoint.resolve()),
         sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-        key_layout="torchvision",
+        key_layout=layout,
         container="state_dict",
         seed=None,
         published_top1=None,
