@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--val-data",
         type=Path,
         help="a validation folder with the same class sub-folders (default: a stratified, "
-        f"seeded {data.VALIDATION_FRACTION:.0%} of --data)",
+        f"seeded {data.VALIDATION_FRACTION:.0%}% of --data)",  # %% for argparse
     )
     p.add_argument("--variant", default="lite0", help=f"{', '.join(VARIANTS)} (default lite0)")
     p.add_argument(

@@ -72,3 +72,19 @@ def test_a_class_left_with_one_readable_image_as_the_real_command(tmp_path: Path
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
     assert done.stderr.rstrip().endswith(line)
     assert "fewer than 2 readable images: dog (1)" in line and "1 files skipped" in line
+
+
+def test_help_answers_without_an_error(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--data" in out and "--unfreeze" in out and "20%" in out
+
+
+def test_a_usage_error_is_one_line(capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--data", str(tmp_path), "--epochs", "0"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --epochs must be at least 1") and err.count("\n") == 1
