@@ -57,7 +57,7 @@ PIP_INSTALL = $(BIN)/python -m pip install --disable-pip-version-check --progres
 PIP_FILTER = 2> >(grep -v -e "is ignored: it is neither a file nor a directory" >&2)
 
 .PHONY: help serve test soak bench lint lint-python lint-shell lint-dockerfile lint-compose lint-k8s ci export \
-	install install-test clean clean-models
+	install install-test clean clean-models train
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -65,14 +65,29 @@ help: ## list the targets
 	@echo "Once serving: $(BIN)/efficientnet-classify photo.jpg (the command-line client; --help),"
 	@echo "the page at http://$(HOST):$(PORT)/ and the API in docs/api.md."
 
-serve: $(STAMP_SERVE) $(GRAPH) ## install, export VARIANT (default lite0) if missing, serve on HOST:PORT (127.0.0.1:8000)
-	EFFICIENTNET_VARIANT=$(VARIANT) EFFICIENTNET_MODEL_DIR=$(MODEL_DIR) \
-		$(BIN)/python -m service --host $(HOST) --port $(PORT)
+# With EFFICIENTNET_MODEL_PATH (a trained or exported file) that file is served as it is: its
+# metadata names the variant, so neither VARIANT's graph nor VARIANT itself is passed.
+MODEL_PATH ?= $(EFFICIENTNET_MODEL_PATH)
+SERVE_ENV = $(if $(MODEL_PATH),EFFICIENTNET_MODEL_PATH=$(MODEL_PATH),EFFICIENTNET_VARIANT=$(VARIANT) \
+	EFFICIENTNET_MODEL_DIR=$(MODEL_DIR))
+
+serve: $(STAMP_SERVE) $(or $(MODEL_PATH),$(GRAPH)) ## install, export VARIANT (default lite0) if missing, serve on HOST:PORT (127.0.0.1:8000)
+	$(SERVE_ENV) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 test: $(STAMP_TEST) | $(CHROMIUM) ## install the test dependencies and run the whole suite
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 export: $(GRAPH) ## export the ONNX graph for VARIANT if it is missing
+
+# `make train DATA=photos/ NAME=parts` writes models/parts.onnx (+ .pth, -report/); then
+# `EFFICIENTNET_MODEL_PATH=models/parts.onnx make serve`. NAME defaults to DATA's folder name.
+DATA ?=
+NAME ?=
+TRAIN_ARGS ?=
+train: $(STAMP_SERVE) ## train a classifier for DATA's class folders from VARIANT's ImageNet weights
+	@test -n "$(DATA)" || { echo "error: make train DATA=folder (one sub-folder per class)" >&2; exit 2; }
+	$(BIN)/python -m model_export train --data $(DATA) --variant $(VARIANT) \
+		$(if $(NAME),--name $(NAME)) --output-dir $(MODEL_DIR) $(TRAIN_ARGS)
 
 install: $(STAMP_SERVE) ## create .venv and install the service + exporter
 install-test: $(STAMP_TEST) ## create .venv and install everything CI needs

@@ -157,6 +157,27 @@ def test_variant_is_configuration(how: str, tmp_path: Path) -> None:
     assert "EFFICIENTNET_VARIANT=b3" in lines[_index(lines, "-m service")]
 
 
+def test_train_then_serve_the_trained_file(tmp_path: Path) -> None:
+    """`make train DATA=... NAME=...` runs the training command into MODEL_DIR; with
+    EFFICIENTNET_MODEL_PATH, `make serve` serves that file: no VARIANT graph is exported and
+    no VARIANT is passed (the file names its own)."""
+    venv, models = tmp_path / "venv", tmp_path / "models"
+    _installed(venv)
+    lines = _dry_run("train", venv, models, "DATA=photos/", "NAME=parts", "VARIANT=lite1")
+    command = lines[_index(lines, "-m model_export train")]
+    assert "--data photos/ --variant lite1" in command and "--name parts" in command
+    assert f"--output-dir {models}" in command
+    trained = models / "parts.onnx"
+    models.mkdir()
+    trained.touch()
+    lines = _dry_run("serve", venv, models, EFFICIENTNET_MODEL_PATH=str(trained))
+    assert not any("model_export" in line for line in lines), "no graph is exported"
+    serve = lines[_index(lines, "-m service")]
+    assert f"EFFICIENTNET_MODEL_PATH={trained}" in serve and "EFFICIENTNET_VARIANT" not in serve
+    refused = run_make("train", f"VENV={venv}", env=clean_env())
+    assert refused.returncode != 0 and "make train DATA=folder" in refused.stderr
+
+
 def test_test_installs_everything_ci_needs_then_runs_the_whole_suite(tmp_path: Path) -> None:
     lines = _dry_run("test", tmp_path / "venv", tmp_path / "models")
     install = _index(lines, "pip install")
