@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from model_contract import Preprocessing, VerificationInfo, WeightsInfo
+from model_contract import Preprocessing, TrainingInfo, VerificationInfo, WeightsInfo
 
 
 class ErrorBody(BaseModel):
@@ -98,6 +98,11 @@ class MetadataResponse(BaseModel):
     precision: str
     verification: VerificationInfo | None = Field(
         default=None, description="what the exporter checked the graph against (newer files)"
+    )
+    training: TrainingInfo | None = Field(
+        default=None,
+        description="for a model trained by `model_export train`: its base weights, images per "
+        "class and validation accuracy",
     )
     onnxruntime_version: str
     limits: Limits

@@ -133,6 +133,7 @@ def test_served_answers_equal_the_float64_forward_of_the_trained_network(
     every score is within the exporter's bound of it."""
     meta = httpx.get(f"{server.url}/metadata", timeout=10).json()
     assert meta["name"] == NAME and meta["label_count"] == 10
+    assert meta["training"]["validation_accuracy"] == trained.report()["validation_accuracy"]
     pre = _metadata(trained.onnx).preprocessing
     pixels = np.stack([preprocess(p.read_bytes(), pre, MAX_PIXELS) for p, _ in held_out])
     logits = reference_logits(_network(trained.checkpoint), pre, pixels)

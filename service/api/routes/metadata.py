@@ -41,6 +41,7 @@ async def metadata(pipeline: ReadyPipeline) -> MetadataResponse:
         weights=meta.weights,
         precision=meta.precision,
         verification=meta.verification,
+        training=meta.training,
         onnxruntime_version=ort.__version__,
         limits=Limits(
             max_upload_bytes=settings.max_upload_bytes,
