@@ -1,8 +1,9 @@
 """The contract between the two wings: what an exported ``.onnx`` file carries.
 
 ``model_export`` builds and validates the metadata with these models before writing it;
-``service`` loads the file with the same models. Pydantic and the standard library only: no
-torch, no onnxruntime, so both wings (and the torch-free serving image) can import it.
+``service`` loads the file with the same models. Pydantic and the standard library only (and
+``pixels``, imported on its own: Pillow and numpy): no torch, no onnxruntime, so both wings (and
+the torch-free serving image) can import it.
 docs/onnx-contract.md describes the same contract in prose.
 """
 

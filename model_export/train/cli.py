@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from model_export.export import ExportError, ExportResult, check_name, export
 from model_export.labels import LabelsError
 from model_export.model import EfficientNet, Preprocessed
 from model_export.train import data, features, finetune, head, report
-from model_export.train.data import DataError, Folder, Sample, Skipped
+from model_export.train.data import DataError, Folder, Sample, Skipped, ValidationSource
 from model_export.train.features import Features
 from model_export.usage import OneLineParser, refuse
 from model_export.variants import VARIANTS, get_architecture
@@ -98,8 +99,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for option in ("epochs", "patience", "finetune_epochs"):
         if getattr(args, option) < 1:
             p.error(f"--{option.replace('_', '-')} must be at least 1")
-    if args.unfreeze < 0:
-        p.error("--unfreeze must be 0 or more")
+    try:
+        args.architecture = get_architecture(args.variant)
+    except ValueError as exc:
+        p.error(str(exc))
+    # `features` holds the stem, one module per stage and the final 1x1 convolution.
+    modules = len(args.architecture.variant.stages()) + 2
+    if not 0 <= args.unfreeze <= modules:
+        p.error(
+            f"--unfreeze {args.unfreeze}: from 0 to {modules} ({args.variant}: the stem, "
+            f"{modules - 2} stages, the final 1x1 convolution)"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is usable here")
     return args
 
 
@@ -127,75 +139,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Datasets:
+    """The features to train and validate on, and what it took to compute them."""
+
+    classes: tuple[str, ...]
+    train: Features
+    validation: Features
+    source: ValidationSource
+    skipped: tuple[Skipped, ...]
+    extraction: dict[str, Any]  # images, seconds, images/s, device, threads, cached
+
+
 def run(args: argparse.Namespace) -> Outcome:
     start = time.perf_counter()
     name = check_name(args.name or args.data.resolve().name)
-    arch = get_architecture(args.variant)
     train_folder = data.scan(args.data, "--data")
     data.check_classes(train_folder, "--data", minimum=2)
     val_folder = None
     if args.val_data is not None:
         val_folder = data.scan(args.val_data, "--val-data")
         data.check_same_classes(train_folder, val_folder)
-    # `features` holds the stem, one module per stage and the final 1x1 convolution.
-    stages = len(arch.variant.stages()) + 2
-    if args.unfreeze > stages:
-        raise DataError(
-            f"--unfreeze {args.unfreeze}: {arch.variant.name} has {stages} (the stem, "
-            f"{stages - 2} stages, the final 1x1 convolution)"
-        )
-    device = _device(args.device)
+    device = features.pick_device() if args.device == "auto" else torch.device(args.device)
     torch.manual_seed(args.seed)
-    model, base = load_model(arch, args.weights)
+    model, base = load_model(args.architecture, args.weights)
     pre = base.preprocessing
-    data.setup_decoding()
-
-    cache = args.cache_dir or args.output_dir / ".cache"
-    weights_id = base.sha256 or f"{base.source}:{base.origin}:{base.seed}"
-    found = _features(cache, weights_id, model, pre, train_folder, device, "features")
-    classes = train_folder.classes
-    skipped = list(found.skipped)
-    if val_folder is None:
-        data.check_readable(classes, found.labels, len(skipped), "--data", minimum=2)
-        rows, held = data.split_indices(found.labels, len(classes), args.seed)
-        train, val = _rows(found, rows), _rows(found, held)
-        source = "split"
-    else:
-        data.check_readable(classes, found.labels, len(skipped), "--data", minimum=1)
-        val = _features(cache, weights_id, model, pre, val_folder, device, "validation features")
-        skipped += val.skipped
-        data.check_readable(classes, val.labels, len(val.skipped), "--val-data", minimum=1)
-        train, source = found, "folder"
-
-    stopping = head.Stopping(args.epochs, args.patience)
-    classifier, history = head.train_head(
-        train.vectors, train.labels, val.vectors, val.labels, len(classes), stopping, args.seed
-    )
-    model.classifier[1] = classifier
-    phases = [("head", history)]
+    sets = _datasets(args, model, base, train_folder, val_folder, device)
+    val = sets.validation
     val_pixels = _pixels(val, pre)
-    if args.unfreeze:
-        tuned = finetune.finetune(
-            model,
-            pre,
-            args.unfreeze,
-            [Sample(p, int(y)) for p, y in zip(train.paths, train.labels, strict=True)],
-            val_pixels,
-            val.labels,
-            head.Stopping(args.finetune_epochs, max(1, args.patience // 4)),
-            args.seed,
-            device,
-        )
-        phases.append(("fine-tune", tuned))
+    phases = _train(args, model, pre, sets, val_pixels, device)
     model = model.cpu().eval()
     predicted = _predict(model, pre, val_pixels)
-    scores = report.score(classes, val.labels, predicted)
-
+    scores = report.score(sets.classes, val.labels, predicted)
     training = TrainingInfo(
         base_weights=base.as_metadata(),
-        images_per_class=data_counts(classes, train.labels),
-        validation_images_per_class=data_counts(classes, val.labels),
-        validation_source=source,
+        images_per_class=data_counts(sets.classes, sets.train.labels),
+        validation_images_per_class=data_counts(sets.classes, val.labels),
+        validation_source=sets.source,
         validation_accuracy=scores.accuracy,
         unfrozen_stages=args.unfreeze,
         epochs=sum(len(h.epochs) for _, h in phases),
@@ -203,43 +183,33 @@ def run(args: argparse.Namespace) -> Outcome:
     )
     layout = base.key_layout or "torchvision"
     checkpoint = args.output_dir / f"{name}.pth"
-    _save_checkpoint(checkpoint, model, layout, args.variant, classes, pre, training)
-    info = _trained_weights(base, checkpoint, layout, classes)
-    result = export(model, info, args.output_dir, name=name, labels=classes, training=training)
+    _save_checkpoint(checkpoint, model, layout, args.variant, sets.classes, pre, training)
+    info = _trained_weights(base, checkpoint, layout, sets.classes)
+    result = export(model, info, args.output_dir, name=name, labels=sets.classes, training=training)
     on_validation = _check_graph(model, pre, result.path, val_pixels[:GRAPH_CHECK_IMAGES])
-    extract = {
-        "images": len(found.paths) + (0 if val_folder is None else len(val.paths)),
-        "seconds": found.seconds + (0.0 if val_folder is None else val.seconds),
-        "cached": found.cached,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
-    extract["images_per_second"] = (
-        extract["images"] / extract["seconds"] if extract["seconds"] else None
-    )
     report_path = report.write(
         args.output_dir / f"{name}-report",
-        classes,
+        sets.classes,
         scores,
         phases,
-        skipped,
+        sets.skipped,
         {
             "model": str(result.path),
             "checkpoint": str(checkpoint),
-            "variant": arch.variant.name,
-            "base_weights": base.as_metadata().model_dump(mode="json"),
+            "variant": args.architecture.variant.name,
+            "base_weights": training.base_weights.model_dump(mode="json"),
             "data": str(args.data),
-            "validation_source": source,
+            "validation_source": sets.source,
             "train_images_per_class": training.images_per_class,
             "validation_images_per_class": training.validation_images_per_class,
             "unfrozen_stages": args.unfreeze,
             "seed": args.seed,
-            "feature_extraction": extract,
+            "feature_extraction": sets.extraction,
             "verification": result.verification.model_dump(mode="json"),
             "verification_on_validation": on_validation.model_dump(mode="json"),
             # Every held-out image with its answer: the mistakes are the ones to look at.
             "validation_predictions": [
-                {"path": str(path), "label": classes[truth], "predicted": classes[guess]}
+                {"path": str(path), "label": sets.classes[truth], "predicted": sets.classes[guess]}
                 for path, truth, guess in zip(val.paths, val.labels, predicted, strict=True)
             ],
             "seconds": time.perf_counter() - start,
@@ -248,10 +218,77 @@ def run(args: argparse.Namespace) -> Outcome:
     return Outcome(result, checkpoint, report_path, scores.accuracy, len(val.labels))
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda: no CUDA device is usable here")
-    return features.pick_device() if choice == "auto" else torch.device(choice)
+def _datasets(
+    args: argparse.Namespace,
+    model: EfficientNet,
+    base: LoadedWeights,
+    train_folder: Folder,
+    val_folder: Folder | None,
+    device: torch.device,
+) -> Datasets:
+    """Features of every readable image, split (or the validation folder's), checked again
+    now that the unreadable files are known."""
+    pre = base.preprocessing
+    cache = args.cache_dir or args.output_dir / ".cache"
+    weights_id = base.sha256 or f"{base.source}:{base.origin}:{base.seed}"
+    classes = train_folder.classes
+    found = _features(cache, weights_id, model, pre, train_folder, device, "features")
+    source: ValidationSource
+    if val_folder is None:
+        data.check_readable(classes, found.labels, len(found.skipped), "--data", minimum=2)
+        rows, held = data.split_indices(found.labels, len(classes), args.seed)
+        train, val, source = _rows(found, rows), _rows(found, held), "split"
+        extracted = [found]
+    else:
+        data.check_readable(classes, found.labels, len(found.skipped), "--data", minimum=1)
+        val = _features(cache, weights_id, model, pre, val_folder, device, "validation features")
+        data.check_readable(classes, val.labels, len(val.skipped), "--val-data", minimum=1)
+        train, source = found, "folder"
+        extracted = [found, val]
+    images = sum(len(f.paths) for f in extracted)
+    seconds = sum(f.seconds for f in extracted)
+    extraction = {
+        "images": images,
+        "seconds": seconds,
+        "images_per_second": images / seconds if seconds else None,
+        "cached": all(f.cached for f in extracted),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    skipped = tuple(s for f in extracted for s in f.skipped)
+    return Datasets(classes, train, val, source, skipped, extraction)
+
+
+def _train(
+    args: argparse.Namespace,
+    model: EfficientNet,
+    pre: Preprocessing,
+    sets: Datasets,
+    val_pixels: np.ndarray,
+    device: torch.device,
+) -> list[tuple[str, head.History]]:
+    """The new head on the cached features; then, with --unfreeze, the last stages too."""
+    train, val = sets.train, sets.validation
+    classifier, history = head.train_head(
+        train.vectors,
+        train.labels,
+        val.vectors,
+        val.labels,
+        len(sets.classes),
+        head.Stopping(args.epochs, args.patience),
+        args.seed,
+    )
+    model.classifier[1] = classifier
+    phases = [("head", history)]
+    if args.unfreeze:
+        samples = [Sample(p, int(y)) for p, y in zip(train.paths, train.labels, strict=True)]
+        # A quarter of the head's patience: each fine-tuning epoch costs a full pass.
+        stopping = head.Stopping(args.finetune_epochs, max(1, args.patience // 4))
+        tuned = finetune.finetune(
+            model, pre, args.unfreeze, samples, val_pixels, val.labels, stopping, args.seed, device
+        )
+        phases.append(("fine-tune", tuned))
+    return phases
 
 
 def _features(

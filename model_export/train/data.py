@@ -2,33 +2,34 @@
 torchvision's ImageFolder convention), an optional validation folder, else a seeded stratified
 split; every refusal a user can fix is a `DataError` whose message is one line.
 
-Images are read with the service's own decoding (service/pipeline/decode/image.py: EXIF
-rotation, every mode to RGB, the resize and center crop of the weights' preprocessing), so the
-pixels trained on are the pixels the service will feed the graph. A file the service would
-refuse is skipped and listed, never silently dropped.
+Images are read with the service's own pixel rules, shared through model_contract/pixels.py (the
+exporter never imports the service): the formats it decodes, EXIF rotation, every mode to RGB
+(alpha over white, 16-bit scaled), the resize and center crop of the weights' preprocessing. So
+the pixels trained on are the pixels the service feeds the graph; the one difference is that the
+service may decode a large JPEG at a reduced size first (draft mode), within 1/255 of a full
+decode. A file that cannot be read is skipped and listed with the reason, never dropped silently.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model_contract import Preprocessing
-from service.config import Settings
-from service.errors import ServiceError
-from service.pipeline.decode.image import configure_pillow, preprocess
+from model_contract.pixels import FORMATS, to_model_input, to_rgb
 
-# The service's own default bound on an image's pixels: what it would refuse, training skips.
-MAX_PIXELS = Settings.model_fields["max_image_pixels"].default
 # With a split, a fifth of each class is held out (at least one image, at least one kept).
 VALIDATION_FRACTION = 0.2
 
 ValidationSource = Literal["folder", "split"]
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -155,18 +156,32 @@ def split_indices(labels: np.ndarray, classes: int, seed: int) -> tuple[np.ndarr
     return np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(held), dtype=np.int64)
 
 
+def open_upright(path: Path) -> Image.Image:
+    """The decoded image, EXIF-rotated, in its own mode; raises what Pillow raises."""
+    with warnings.catch_warnings():
+        # Pillow's decompression-bomb error still refuses absurd canvases; its warning for
+        # large photos would only interleave with the progress bar.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path, formats=FORMATS)
+        image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def read_rgb(path: Path) -> Image.Image | Skipped:
+    """The upright RGB image (for augmentation), or why it cannot be read."""
+    return _read(path, to_rgb)
+
+
 def read_pixels(sample: Sample, pre: Preprocessing) -> np.ndarray | Skipped:
-    """uint8 HWC model input as the service computes it, or why the service would refuse it."""
-    try:
-        data = sample.path.read_bytes()
-    except OSError as exc:
-        return Skipped(sample.path, f"unreadable: {exc.strerror or exc}")
-    try:
-        return preprocess(data, pre, MAX_PIXELS)
-    except ServiceError as exc:
-        return Skipped(sample.path, str(exc))
+    """uint8 HWC model input as the service computes it, or why the file cannot be read."""
+    return _read(sample.path, lambda image: to_model_input(image, pre))
 
 
-def setup_decoding() -> None:
-    """Pillow's process-wide limits, as the service sets them."""
-    configure_pillow(MAX_PIXELS)
+def _read(path: Path, convert: Callable[[Image.Image], T]) -> T | Skipped:
+    try:
+        return convert(open_upright(path))
+    except UnidentifiedImageError:
+        return Skipped(path, f"not an image, or not one of {', '.join(FORMATS)}")
+    except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError...
+        return Skipped(path, f"unreadable: {str(exc) or type(exc).__name__}")

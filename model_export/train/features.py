@@ -53,10 +53,6 @@ class Features:
     seconds: float  # decoding + the forward passes (0 when read from the cache)
     cached: bool
 
-    @property
-    def images_per_second(self) -> float | None:
-        return len(self.paths) / self.seconds if self.seconds > 0 else None
-
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

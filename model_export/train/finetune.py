@@ -21,11 +21,10 @@ from torch import nn
 from tqdm import tqdm
 
 from model_contract import Preprocessing
+from model_contract.pixels import RESAMPLE
 from model_export.model import EfficientNet, Preprocessed
-from model_export.train.data import MAX_PIXELS, Sample
+from model_export.train.data import Sample, Skipped, read_rgb
 from model_export.train.head import Epoch, History, Stopping
-from service.errors import ServiceError
-from service.pipeline.decode.image import RESAMPLE, decode_image
 
 LEARNING_RATE = 1e-4  # a tenth of the head's: the pretrained stages move, but not far
 WEIGHT_DECAY = 1e-4
@@ -38,15 +37,15 @@ CROP_RATIO = (3 / 4, 4 / 3)
 
 @dataclass(frozen=True)
 class Augmenter:
-    """The service's decode (EXIF rotation, modes), then a random crop resized to the input."""
+    """The service's pixel rules (EXIF rotation, modes), then a random crop resized to the
+    input instead of the center crop."""
 
     pre: Preprocessing
 
     def __call__(self, sample: Sample, rng: random.Random) -> np.ndarray | None:
-        try:
-            img = decode_image(sample.path.read_bytes(), MAX_PIXELS)
-        except (OSError, ServiceError):
-            return None  # already counted as skipped when its features were computed
+        img = read_rgb(sample.path)
+        if isinstance(img, Skipped):
+            return None  # it decoded when its features were computed; changed since
         box = random_box(img.width, img.height, rng)
         size = (self.pre.crop_size, self.pre.crop_size)
         out = img.resize(size, RESAMPLE[self.pre.interpolation], box=box)

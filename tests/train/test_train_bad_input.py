@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import train
+from digits_run import train
 from PIL import Image
 
 from model_export.__main__ import main
@@ -88,3 +88,18 @@ def test_a_usage_error_is_one_line(capsys, tmp_path: Path) -> None:
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --epochs must be at least 1") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--unfreeze", "10"], "--unfreeze 10: from 0 to 9 (lite0: the stem, 7 stages"),
+        (["--variant", "b99"], "unknown variant 'b99'"),
+    ],
+)
+def test_a_bad_variant_or_stage_count_is_one_line(capsys, tmp_path: Path, argv, needle) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--data", str(tmp_path), *argv])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err

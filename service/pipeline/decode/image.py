@@ -7,7 +7,6 @@ bound its time and memory; it is plain code that any process can call.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +14,42 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from model_contract import Preprocessing, crop_box
+from model_contract import Preprocessing
+from model_contract.pixels import (
+    FILTER_SUPPORT,
+    FORMATS,
+    RESAMPLE,
+    STRIP_ROWS,
+    WHITE,
+    _reach,
+    crop_box,
+    to_model_input,
+    to_rgb,
+)
 from service.config import MiB
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
 
-# The formats the service promises; anything else Pillow might sniff (e.g. PSD, EPS via
-# Ghostscript) is refused up front instead of widening the attack surface.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# The pixel rules (formats, modes, resize and crop) live in model_contract/pixels.py, shared with
+# the exporter's training; they are re-exported here for the service's own callers.
+__all__ = [
+    "DRAFT_HEADROOM",
+    "FILTER_SUPPORT",
+    "FORMATS",
+    "RESAMPLE",
+    "STRIP_ROWS",
+    "WHITE",
+    "_reach",
+    "configure_pillow",
+    "crop_box",
+    "decode_image",
+    "decoding_errors",
+    "describe",
+    "load_upright",
+    "open_image",
+    "preprocess",
+    "to_model_input",
+    "to_rgb",
+]
 
 # Leading bytes of the supported formats: an upload that starts like one of them but does not
 # parse is a corrupt image (400), not an unsupported one (415).
@@ -40,31 +68,15 @@ def _looks_supported(data: bytes) -> bool:
     return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
-RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
-
 # JPEG draft mode downsizes in the DCT domain (by 1/2, 1/4 or 1/8) while decoding. Keeping the
 # drafted image at least this many times the resize target leaves the final antialiased resize
 # enough pixels that the result stays within 1/255 of a full decode (tests/service/test_preprocess).
 DRAFT_HEADROOM = 2
 
-# 16-bit and 32-bit integer samples (PNG/TIFF) map 0..65535 onto 0..255; Pillow's own
-# convert("RGB") would clip them instead, turning most 16-bit photos white.
-_WIDE_INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-WHITE = (255, 255, 255)
-
 # ICC profiles from cameras and editors run to a few MB (print profiles, v4 LUT-based ones).
 # Pillow inflates a PNG's iCCP chunk under its text-chunk bound (1 MB), so such photos were
 # refused as corrupt; the total of text chunks stays under Pillow's own MAX_TEXT_MEMORY.
 MAX_ICC_PROFILE_BYTES = 16 * MiB
-
-# to_model_input converts and resizes the kept region this many rows at a time: the mode
-# conversion's copies (alpha over white: three of them) then cost a strip, not the image.
-STRIP_ROWS = 256
 
 
 def configure_pillow(max_pixels: int) -> None:
@@ -124,22 +136,6 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode → RGB: alpha composited over white, palette expanded, 16-bit scaled to 8-bit."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in _WIDE_INT_MODES:
-        wide = np.asarray(img, dtype=np.float32)
-        img = Image.fromarray(np.clip(wide / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode in _ALPHA_MODES:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def load_upright(data: bytes, max_pixels: int, draft_to: int | None = None) -> Image.Image:
     """Decode an upload, upright but in its own mode; raises ServiceError 400/413/415.
 
@@ -175,48 +171,6 @@ def decoding_errors() -> Iterator[None]:
         raise  # not a corrupt image: preprocess() answers 413
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
         raise BadImage(f"truncated or corrupt image: {describe(exc)}") from None
-
-
-# How far (in output pixels) each of Pillow's filters reaches; scaled by the downsizing factor.
-FILTER_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "nearest": 0.5}
-
-
-def _reach(low: float, high: float, scale: float, support: float, limit: int) -> tuple[int, int]:
-    """Source pixels [a, b) a resampling filter reads for the output span [low, high)."""
-    margin = math.ceil(support * max(scale, 1.0)) + 1
-    return max(0, math.floor(low) - margin), min(limit, math.ceil(high) + margin)
-
-
-def to_model_input(img: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """Image (any mode) → uint8 HWC ``crop×crop×3`` (normalization happens inside the graph).
-
-    Resizes only the region the center crop keeps, never the whole image: a 1×4000 strip would
-    otherwise become 256×1,024,000 (~1 GB) before the crop. It copies out the source pixels the
-    filter reaches for that region, then resizes them with Pillow's ``box`` (whose filter scale is
-    box→size, the same as the full image's, with the same sample centres), horizontally then
-    vertically like Pillow's own resize: the result equals resize-then-crop, within a level. (One
-    two-axis box resize does not: it may run the passes in the other order, and bicubic
-    overshoot clipped between the passes then differs by up to ~20 levels.)
-
-    The horizontal pass reads one row at a time, and to_rgb works pixel by pixel, so both run
-    STRIP_ROWS rows at a time: the same bytes as converting and resizing the whole region, for
-    a fraction of the memory (an RGBA photo's conversion to RGB took three full copies).
-    """
-    left, top, right, bottom = crop_box(*img.size, spec)
-    crop = spec.crop_size
-    support = FILTER_SUPPORT[spec.interpolation]
-    x0, x1 = _reach(left, right, (right - left) / crop, support, img.width)
-    y0, y1 = _reach(top, bottom, (bottom - top) / crop, support, img.height)
-    resample = RESAMPLE[spec.interpolation]
-    across = Image.new("RGB", (crop, y1 - y0))
-    for start in range(y0, y1, STRIP_ROWS):
-        end = min(start + STRIP_ROWS, y1)
-        strip = to_rgb(img.crop((x0, start, x1, end)))
-        rows = end - start
-        part = strip.resize((crop, rows), resample, box=(left - x0, 0, right - x0, rows))
-        across.paste(part, (0, start - y0))
-    out = across.resize((crop, crop), resample, box=(0, top - y0, crop, bottom - y0))
-    return np.asarray(out)
 
 
 def preprocess(data: bytes, spec: Preprocessing, max_pixels: int) -> np.ndarray:
