@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> Outcome:
         validation_source=sets.source,
         validation_accuracy=scores.accuracy,
         unfrozen_stages=args.unfreeze,
-        epochs=sum(len(h.epochs) for _, h in phases),
+        epochs=sum(e.epoch > 0 for _, h in phases for e in h.epochs),
         seed=args.seed,
     )
     layout = base.key_layout or "torchvision"
@@ -285,7 +285,16 @@ def _train(
         # A quarter of the head's patience: each fine-tuning epoch costs a full pass.
         stopping = head.Stopping(args.finetune_epochs, max(1, args.patience // 4))
         tuned = finetune.finetune(
-            model, pre, args.unfreeze, samples, val_pixels, val.labels, stopping, args.seed, device
+            model,
+            pre,
+            args.unfreeze,
+            samples,
+            val_pixels,
+            val.labels,
+            stopping,
+            args.seed,
+            device,
+            start=history.best_epoch,
         )
         phases.append(("fine-tune", tuned))
     return phases

@@ -9,6 +9,7 @@ a few classes give noisy statistics, and the exported graph uses the running one
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,15 +99,17 @@ def finetune(
     stopping: Stopping,
     seed: int,
     device: torch.device,
+    start: Epoch,
 ) -> History:
-    """Train in place; the model ends with the weights of its best validation epoch."""
+    """Train in place; the model ends with the weights of its best validation epoch, or as it
+    started (the head's kept epoch, `start`, recorded as epoch 0) when no epoch beat it."""
     params = unfreeze(model, stages)
     net = Preprocessed(model, pre.mean, pre.std).to(device)
     optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     augment = Augmenter(pre)
     rng = random.Random(seed)
     torch.manual_seed(seed)  # dropout and stochastic depth draw from the global generator
-    history = History()
+    history = History([dataclasses.replace(start, epoch=0)])
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     improved = 0  # the last epoch that raised the validation accuracy
     for epoch in range(1, stopping.max_epochs + 1):
@@ -135,9 +138,9 @@ def finetune(
                 seen += len(kept)
         val_loss, val_accuracy = evaluate(net, val_pixels, val_labels, device)
         point = Epoch(epoch, losses / max(seen, 1), correct / max(seen, 1), val_loss, val_accuracy)
-        old = history.best_epoch if history.epochs else None
+        old = history.best_epoch
         history.epochs.append(point)
-        if old is None or point.validation_accuracy > old.validation_accuracy:
+        if point.validation_accuracy > old.validation_accuracy:
             improved = epoch
         if stopping.better(point, old):
             history.best = len(history.epochs) - 1

@@ -78,10 +78,21 @@ def plot_curve(path: Path, phases: Sequence[tuple[str, History]]) -> None:
         offset = 0
         for name, history in phases:
             x = [offset + e.epoch for e in history.epochs]
-            loss_ax.plot(x, [e.train_loss for e in history.epochs], label=f"{name}: train")
-            loss_ax.plot(x, [e.validation_loss for e in history.epochs], label=f"{name}: val")
-            acc_ax.plot(x, [e.train_accuracy for e in history.epochs], label=f"{name}: train")
-            acc_ax.plot(x, [e.validation_accuracy for e in history.epochs], label=f"{name}: val")
+            # Markers: a phase of one or two epochs would otherwise be an invisible line.
+            style = {"marker": "o", "markersize": 3}
+            for ax, what in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+                ax.plot(
+                    x,
+                    [getattr(e, f"train_{what}") for e in history.epochs],
+                    **style,
+                    label=f"{name}: train",
+                )
+                ax.plot(
+                    x,
+                    [getattr(e, f"validation_{what}") for e in history.epochs],
+                    **style,
+                    label=f"{name}: val",
+                )
             best = history.best_epoch
             acc_ax.axvline(offset + best.epoch, color="grey", linestyle=":", linewidth=1)
             offset = x[-1] if x else offset
