@@ -9,6 +9,7 @@ One module per job, in the order a run uses them:
 - `finetune`: `--unfreeze N`, the last stages trained too, on augmented images;
 - `report`: validation metrics (scikit-learn), the confusion matrix and learning curve PNGs
   (matplotlib) and one JSON;
-- `cli`: the command, which saves the checkpoint and exports through the exporter's own
+- `checkpoint`: the trained network saved so the exporter reloads it, and its weights record;
+- `cli`: the command, which runs the steps above and exports through the exporter's own
   verification.
 """

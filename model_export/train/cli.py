@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from model_export.export import ExportError, ExportResult, check_name, export
 from model_export.labels import LabelsError
 from model_export.model import EfficientNet, Preprocessed
 from model_export.train import data, features, finetune, head, report
+from model_export.train.checkpoint import save_checkpoint, trained_weights
 from model_export.train.data import DataError, Folder, Sample, Skipped, ValidationSource
 from model_export.train.features import Features
 from model_export.usage import OneLineParser, refuse
@@ -38,7 +38,6 @@ from model_export.verify import (
     reference_logits,
 )
 from model_export.weights import LoadedWeights, WeightsError, load_model
-from model_export.weights.layouts import KeyLayout, to_layout
 
 # The graph is checked against the float64 forward on up to this many validation images too:
 # the float64 reference runs one image at a time (~0.2 s each for Lite0 on 2 cores).
@@ -183,8 +182,8 @@ def run(args: argparse.Namespace) -> Outcome:
     )
     layout = base.key_layout or "torchvision"
     checkpoint = args.output_dir / f"{name}.pth"
-    _save_checkpoint(checkpoint, model, layout, args.variant, sets.classes, pre, training)
-    info = _trained_weights(base, checkpoint, layout, sets.classes)
+    save_checkpoint(checkpoint, model, layout, args.variant, sets.classes, pre, training)
+    info = trained_weights(base, checkpoint, layout, sets.classes)
     result = export(model, info, args.output_dir, name=name, labels=sets.classes, training=training)
     on_validation = _check_graph(model, pre, result.path, val_pixels[:GRAPH_CHECK_IMAGES])
     report_path = report.write(
@@ -345,52 +344,6 @@ def _predict(model: EfficientNet, pre: Preprocessing, pixels: np.ndarray) -> np.
 def data_counts(classes: Sequence[str], labels: np.ndarray) -> dict[str, int]:
     counts = np.bincount(labels, minlength=len(classes))
     return {name: int(counts[i]) for i, name in enumerate(classes)}
-
-
-def _save_checkpoint(
-    path: Path,
-    model: EfficientNet,
-    layout: KeyLayout,
-    variant: str,
-    classes: Sequence[str],
-    pre: Preprocessing,
-    training: TrainingInfo,
-) -> None:
-    """A checkpoint the exporter itself accepts (`--variant VARIANT --weights NAME.pth
-    --labels ...`), with its labels, preprocessing and provenance beside the state dict.
-
-    The state dict is written in the key layout of the weights training started from: the
-    exporter infers the convolution style (padding, BatchNorm eps) from the layout, so Lite's
-    TF-trained weights saved in torchvision's keys would be reloaded as PyTorch-style."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": to_layout(model.state_dict(), model, layout),
-            "variant": variant,
-            "labels": list(classes),
-            "preprocessing": pre.model_dump(mode="json"),
-            "training": training.model_dump(mode="json"),
-        },
-        path,
-    )
-
-
-def _trained_weights(
-    base: LoadedWeights, checkpoint: Path, layout: KeyLayout, classes: Sequence[str]
-) -> LoadedWeights:
-    """What the file's `weights` says: the trained checkpoint (the base is in `training`)."""
-    return dataclasses.replace(
-        base,
-        source="file",
-        origin=str(checkpoint.resolve()),
-        sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-        key_layout=layout,
-        container="state_dict",
-        seed=None,
-        published_top1=None,
-        num_classes=len(classes),
-        labels=tuple(classes),
-    )
 
 
 def _check_graph(
