@@ -135,11 +135,17 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        # ``close`` (shutdown) and the thread whose exchange it broke both kill the worker: the
+        # pipe's descriptor must be closed once, or the second close may hit a reused number.
+        self._kill_lock = threading.Lock()
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.join()
-        self.conn.close()
+        with self._kill_lock:
+            if self.conn.closed:
+                return
+            self.process.kill()
+            self.process.join()
+            self.conn.close()
 
 
 class DecodePool:
