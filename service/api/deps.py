@@ -25,7 +25,11 @@ def current_pipeline(request: Request) -> Pipeline | None:
     return getattr(request.app.state, "pipeline", None)
 
 
-def get_pipeline(request: Request) -> Pipeline:
+# The dependencies are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool,
+# two thread hops on every request for a few attribute reads.
+
+
+async def get_pipeline(request: Request) -> Pipeline:
     pipeline = current_pipeline(request)
     if pipeline is None or not pipeline.ready:
         raise NotReady("model is not loaded and warmed up yet (or the server is shutting down)")
@@ -35,7 +39,7 @@ def get_pipeline(request: Request) -> Pipeline:
 ReadyPipeline = Annotated[Pipeline, Depends(get_pipeline)]
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """When EFFICIENTNET_API_KEY is set, require ``Authorization: Bearer <key>``."""
