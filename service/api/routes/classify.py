@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from service.api.deps import ReadyPipeline, admitted, require_api_key
 from service.api.errors import count, error_responses
@@ -18,13 +19,12 @@ from service.api.schemas import (
     Prediction,
     Timing,
 )
+from service.api.upload import MULTIPART, media_type, read_form, read_single_upload, uploads
 from service.errors import BadRequest, ServiceError, UnsupportedMediaType
 from service.pipeline.pipeline import Classification, Pipeline
 from service.pipeline.ranking import DEFAULT_TOP_K
 
-RAW_TYPE = "application/octet-stream"  # or any image/*
 BINARY = {"type": "string", "format": "binary"}
-MAX_FORM_FIELDS = 8
 
 
 def _single_upload_body() -> dict[str, Any]:
@@ -76,29 +76,6 @@ def resolve_top_k(requested: int | None, classes: int) -> int:
     return requested
 
 
-def _media_type(request: Request) -> str:
-    """The Content-Type's media type, lower-cased: RFC 9110 makes type and subtype
-    case-insensitive (``IMAGE/JPEG``, ``Multipart/Form-Data``)."""
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-async def _read_single_upload(request: Request) -> bytes:
-    content_type = request.headers.get("content-type", "")
-    media_type = _media_type(request)
-    if media_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise BadRequest("multipart upload needs a file in the field 'file'")
-            return await upload.read()
-    if media_type and not (media_type.startswith("image/") or media_type == RAW_TYPE):
-        raise UnsupportedMediaType(
-            f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' "
-            "field, or the image itself as image/* or application/octet-stream"
-        )
-    return await request.body()
-
-
 def _response(pipeline: Pipeline, result: Classification) -> ClassifyResponse:
     return ClassifyResponse(
         variant=pipeline.session.metadata.variant,
@@ -119,7 +96,7 @@ async def classify(
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
     k = resolve_top_k(top_k, pipeline.session.classes)
-    async with admitted(request, pipeline, lambda: _read_single_upload(request)) as (data, _):
+    async with admitted(request, pipeline, partial(read_single_upload, request)) as (data, _):
         return _response(pipeline, await pipeline.classify(data, k))
 
 
@@ -131,10 +108,6 @@ async def _classify_one(pipeline: Pipeline, upload: UploadFile, k: int) -> Batch
         error = ErrorBody(code=exc.code, message=exc.message)
         return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
     return BatchItem(filename=upload.filename, result=_response(pipeline, result), status_code=200)
-
-
-def _uploads(form: FormData) -> list[UploadFile]:
-    return [u for u in form.getlist("file") if isinstance(u, UploadFile)]
 
 
 @router.post(
@@ -149,21 +122,19 @@ async def classify_batch(
 ) -> BatchResponse:
     """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
     k = resolve_top_k(top_k, pipeline.session.classes)
-    if _media_type(request) != "multipart/form-data":
+    if media_type(request) != MULTIPART:
         raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
     limit = pipeline.settings.max_batch_files
 
-    async def read() -> FormData:  # the whole body, parsed
-        return await request.form(max_files=limit, max_fields=MAX_FORM_FIELDS)
-
     # One slot per file, taken once the body is complete (413 past the capacity).
-    async with admitted(request, pipeline, read, lambda form: len(_uploads(form))) as (form, _):
+    read = partial(read_form, request, limit)
+    async with admitted(request, pipeline, read, lambda form: len(uploads(form))) as (form, _):
         try:
-            uploads = _uploads(form)
-            if not uploads:
+            files = uploads(form)
+            if not files:
                 raise BadRequest("multipart upload needs at least one file in the field 'file'")
             # All files at once: they decode in parallel and ride the same batches.
-            items = await asyncio.gather(*(_classify_one(pipeline, u, k) for u in uploads))
+            items = await asyncio.gather(*(_classify_one(pipeline, u, k) for u in files))
         finally:
             await form.close()
     return BatchResponse(variant=pipeline.session.metadata.variant, results=list(items))
