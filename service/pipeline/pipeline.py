@@ -23,7 +23,8 @@ from service.errors import RequestTimeout, ServiceError
 from service.metrics import Metrics
 from service.pipeline.admission import Admission
 from service.pipeline.batcher import Batcher, BatchTiming
-from service.pipeline.decode.workers import DecodeLimits, Decoder
+from service.pipeline.decode.decoder import Decoder
+from service.pipeline.decode.workers import DecodeLimits
 from service.pipeline.ranking import softmax, top_k
 from service.pipeline.session import ModelSession
 
@@ -93,6 +94,7 @@ class Pipeline:
             timeout_s=settings.decode_timeout_s,
             memory_bytes=settings.decode_memory_bytes,
             max_pixels=settings.max_image_pixels,
+            max_input_bytes=settings.max_upload_bytes,
         )
         decoder = Decoder(session.metadata.preprocessing, limits, executor)
         metrics.set_model(

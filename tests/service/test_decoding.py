@@ -23,6 +23,7 @@ from service.errors import (
     NotReady,
     ServiceError,
 )
+from service.pipeline.decode.budget import DecodeBudget
 from service.pipeline.decode.checks import (
     MAX_JPEG_SCAN_PIXELS,
     MAX_JPEG_SCANS,
@@ -33,12 +34,7 @@ from service.pipeline.decode.checks import (
     plan_decode,
 )
 from service.pipeline.decode.image import STRIP_ROWS, preprocess
-from service.pipeline.decode.workers import (
-    SHUTDOWN_DECODE_S,
-    DecodeBudget,
-    DecodeLimits,
-    DecodePool,
-)
+from service.pipeline.decode.workers import SHUTDOWN_DECODE_S, DecodeLimits, DecodePool
 
 SPEC = Preprocessing(
     resize_size=256, crop_size=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3

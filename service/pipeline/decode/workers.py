@@ -17,7 +17,8 @@ The path of an upload:
    pass a waiting big one, until that has waited a second); one bigger than the whole budget
    gets 413 at once.
 3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
-   answers with the model's small uint8 input (150 kB at 224², never the decoded image). Past
+   answers with the model's small uint8 input (150 kB at 224², never the decoded image); both
+   cross through the worker's shared-memory region (channel.py). Past
    EFFICIENTNET_DECODE_TIMEOUT_S the worker is killed and replaced, and the request gets 422.
 
 The workers are forked from a ``forkserver`` that has imported only this module (Pillow, NumPy):
@@ -27,7 +28,6 @@ a replacement starts in milliseconds.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import queue
@@ -35,8 +35,6 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -51,9 +49,10 @@ from service.errors import (
     DecodeTooExpensive,
     ImageTooLarge,
     NotReady,
+    PayloadTooLarge,
     ServiceError,
 )
-from service.pipeline.decode.checks import DecodePlan, plan_decode
+from service.pipeline.decode.channel import RegionSize, ServerEnd, WorkerEnd
 from service.pipeline.decode.image import configure_pillow, preprocess
 
 log = logging.getLogger("service.decoding")
@@ -67,8 +66,6 @@ WORKER_SLACK_BYTES = 256 * MiB
 # completes; a slower decode is cut (503, retry elsewhere) rather than holding the exit for up
 # to EFFICIENTNET_DECODE_TIMEOUT_S.
 SHUTDOWN_DECODE_S = 2.0
-# A decode waiting this long for memory is no longer overtaken by smaller ones (DecodeBudget).
-BUDGET_AGING_S = 1.0
 # How often a waiting thread looks whether a shutdown has shortened its deadline.
 _WAIT_SLICE_S = 0.25
 
@@ -79,6 +76,10 @@ class DecodeLimits:
     timeout_s: float  # per decode, in its worker
     memory_bytes: int  # all decodes in progress together, as estimated from their headers
     max_pixels: int
+    max_input_bytes: int = 64 * MiB  # the largest upload handed to a worker (the body limit)
+
+    def region(self, spec: Preprocessing) -> RegionSize:
+        return RegionSize(self.max_input_bytes, spec.crop_size * spec.crop_size * 3)
 
 
 # --- In the worker process --------------------------------------------------------------------
@@ -100,28 +101,27 @@ def _worker_main(conn: Connection, spec: Preprocessing, limits: DecodeLimits) ->
     # Ctrl-C reaches the whole process group: the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_pillow(limits.max_pixels)
-    # What this process maps already (interpreter, libraries) plus what one decode may take.
+    channel = WorkerEnd(conn, limits.region(spec))
+    # What this process maps already (interpreter, libraries, the channel's region) plus what
+    # one decode may take.
     mapped = _address_space_bytes()
     if mapped is not None:
         cap = mapped + limits.memory_bytes + WORKER_SLACK_BYTES
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     while True:
         try:
-            data = conn.recv_bytes()
+            data = channel.receive()
         except (EOFError, OSError):  # the server closed its end, or is gone
             return
-        conn.send(_decode(data, spec, limits.max_pixels))
-
-
-def _decode(data: bytes, spec: Preprocessing, max_pixels: int) -> tuple[str, Any]:
-    """("ok", uint8 array) or ("error", (status, code, message)): plain values cross the pipe."""
-    try:
-        return "ok", preprocess(data, spec, max_pixels)
-    except ServiceError as exc:
-        return "error", (exc.status_code, exc.code, exc.message)
-    except MemoryError:
-        message = "image too large to decode within the memory limit"
-        return "error", (ImageTooLarge.status_code, ImageTooLarge.code, message)
+        try:
+            image = preprocess(data, spec, limits.max_pixels)
+        except ServiceError as exc:  # plain values cross the pipe
+            channel.send_error((exc.status_code, exc.code, exc.message))
+        except MemoryError:
+            message = "image too large to decode within the memory limit"
+            channel.send_error((ImageTooLarge.status_code, ImageTooLarge.code, message))
+        else:
+            channel.send_ok(image)
 
 
 # --- In the server ------------------------------------------------------------------------------
@@ -135,6 +135,9 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        self.channel = ServerEnd(self.conn, limits.region(spec))
+        assert self.process.pid is not None
+        self.channel.hand_over(self.process.pid)
         # ``close`` (shutdown) and the thread whose exchange it broke both kill the worker: the
         # pipe's descriptor must be closed once, or the second close may hit a reused number.
         self._kill_lock = threading.Lock()
@@ -184,6 +187,11 @@ class DecodePool:
 
     def run(self, data: bytes) -> np.ndarray:
         """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
+        if len(data) > self._limits.max_input_bytes:
+            raise PayloadTooLarge(
+                f"upload of {len(data)} bytes is over the limit of "
+                f"{self._limits.max_input_bytes} bytes"
+            )
         worker = self._idle.get()  # as many calling threads as workers: one is idle
         if self._past_drain_deadline():  # a decode begun now would be cut at once, its worker
             self._idle.put(worker)  # killed and forked again: refuse before sending anything
@@ -230,9 +238,9 @@ class DecodePool:
 
     def _exchange(self, worker: _Worker, data: bytes) -> tuple[str, Any]:
         try:
-            worker.conn.send_bytes(data)
+            worker.channel.send(data)
             self._await_answer(worker)
-            return worker.conn.recv()
+            return worker.channel.receive()
         except (EOFError, OSError):
             if self._closed:
                 raise NotReady("the service is shutting down") from None
@@ -254,117 +262,3 @@ class DecodePool:
             workers = list(self._workers)
         for worker in workers:
             worker.kill()
-
-
-class DecodeBudget:
-    """Bytes of decode memory in use, out of a total; a reservation waits until it fits.
-
-    First fit in arrival order, so a big image waiting does not hold up small ones; but once a
-    waiter has waited ``aging_s``, nobody behind it is served first, so a steady stream of small
-    images cannot starve a big one until its request times out.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        aging_s: float = BUDGET_AGING_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.total = total
-        self.free = total
-        self.aging_s = aging_s
-        self._clock = clock
-        self._waiters: list[_Waiter] = []  # in arrival order
-
-    async def acquire(self, plan: DecodePlan) -> None:
-        """Reserve ``plan``'s memory, waiting until it fits; 413 if it never could."""
-        amount = plan.memory_bytes
-        if amount > self.total:
-            raise ImageTooLarge(
-                f"decoding this {plan.width}x{plan.height} {plan.mode} image takes about "
-                f"{amount // MiB} MiB, over the decode memory limit of {self.total // MiB} MiB"
-            )
-        await self._acquire(amount)
-
-    def release(self, plan: DecodePlan) -> None:
-        self.free += plan.memory_bytes
-        self._wake()
-
-    async def _acquire(self, amount: int) -> None:
-        self._wake()  # an aged waiter may have become due: it goes first
-        if amount <= self.free and not self._aged_waiter(self._clock()):
-            self.free -= amount
-            return
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(amount, self._clock(), loop.create_future())
-        self._waiters.append(waiter)
-        try:
-            await waiter.future
-        except asyncio.CancelledError:
-            if waiter.future.done() and not waiter.future.cancelled():
-                self.free += amount  # granted as we were cancelled: give it back
-            self._waiters = [w for w in self._waiters if w is not waiter]
-            self._wake()
-            raise
-
-    def _aged_waiter(self, now: float) -> bool:
-        return any(now - w.since >= self.aging_s for w in self._waiters)
-
-    def _wake(self) -> None:
-        now = self._clock()
-        for waiter in list(self._waiters):
-            if waiter.future.done():
-                continue
-            if waiter.amount <= self.free:
-                self.free -= waiter.amount
-                self._waiters.remove(waiter)
-                waiter.future.set_result(None)
-            elif now - waiter.since >= self.aging_s:
-                return  # it has waited long enough: nobody behind it goes first
-
-
-@dataclass
-class _Waiter:
-    amount: int
-    since: float  # the budget's clock when it began to wait
-    future: asyncio.Future[None]
-
-
-class Decoder:
-    """Upload bytes → model input under the limits; what the request handlers call."""
-
-    def __init__(self, spec: Preprocessing, limits: DecodeLimits, executor: Executor) -> None:
-        self.spec, self.limits = spec, limits
-        self._executor = executor
-        self._budget = DecodeBudget(limits.memory_bytes)
-        self.pool = DecodePool(spec, limits)
-
-    async def preprocess(self, data: bytes) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        plan = await loop.run_in_executor(
-            self._executor, plan_decode, data, self.limits.max_pixels, self.spec.resize_size
-        )
-        await self._budget.acquire(plan)
-        try:
-            decoding = loop.run_in_executor(self._executor, self.pool.run, data)
-        except BaseException:
-            self._budget.release(plan)
-            raise
-
-        def done(future: asyncio.Future[np.ndarray]) -> None:
-            # The memory is in use until the worker is done, even if the request was cancelled
-            # (its timeout) meanwhile: released now, not when the waiting stopped.
-            self._budget.release(plan)
-            if not future.cancelled():
-                future.exception()  # retrieved: an abandoned decode's error is not "unhandled"
-
-        decoding.add_done_callback(done)
-        return await asyncio.shield(decoding)
-
-    def begin_shutdown(self) -> None:
-        """A shutdown has begun: from now on a decode gets at most SHUTDOWN_DECODE_S (503
-        not_ready past it), so the drain waits on no slow decode."""
-        self.pool.begin_shutdown()
-
-    def close(self) -> None:
-        self.pool.close()
