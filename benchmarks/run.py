@@ -1,5 +1,6 @@
 """`make bench`: the limit, the service over HTTP and the PyTorch-eager alternative, side by
-side in one run, with every issue-7 target checked. Writes artifacts/bench-<time>.{md,json}.
+side in one run, with every target (benchmarks/report.py) checked. Writes
+artifacts/bench-<time>.{md,json}.
 
     python -m benchmarks                 # full run (~10 min on 2 cores)
     python -m benchmarks --quick         # tiny counts: checks the harness end to end
@@ -32,7 +33,7 @@ from benchmarks.procs import (
 )
 from benchmarks.report import (
     CONCURRENCY_LEVELS,
-    HEADLINE_CONCURRENCY,
+    PHONE_LEVELS,
     ServerResult,
     VariantResult,
     evaluate,
@@ -138,9 +139,9 @@ def run_level(server: Server, photos: list[Photo], level: int, counts: Counts) -
 def load_server(
     server: Server, workloads: dict[str, list[Photo]], counts: Counts, levels: tuple[int, ...]
 ) -> dict[str, dict[str, Any]]:
-    """Every level on web-size photos, then concurrency 16 on phone-size photos; keyed
-    'web c<level>' / 'phone c16', each with the server's CPU per request and peak RSS."""
-    runs = [("web", level) for level in levels] + [("phone", HEADLINE_CONCURRENCY)]
+    """Every level on web-size photos, then PHONE_LEVELS on phone-size photos; keyed
+    'web c<level>' / 'phone c<level>', each with the server's CPU per request and peak RSS."""
+    runs = [("web", level) for level in levels] + [("phone", level) for level in PHONE_LEVELS]
     out = {}
     for workload, level in runs:
         cpu_before = tree_cpu_seconds(server.process.pid)
@@ -237,7 +238,7 @@ def run_variant(
             server.ready_s,
             max(f["peak_rss_mb"] for r in server_rounds[server.name] for f in r.values()),
             levels={level: best[f"web c{level}"] for level in levels},
-            phone=best[f"phone c{HEADLINE_CONCURRENCY}"],
+            phone={level: best[f"phone c{level}"] for level in PHONE_LEVELS},
         )
         if server.name == "service":
             result.service = summary
@@ -279,8 +280,8 @@ def render(
         "when not measured); every round's throughput is in the JSON.",
         "",
         "Photos: scikit-image's chelsea, coffee and astronaut as quality-90 JPEGs. The web "
-        "workload (every concurrency level, and every target) cycles through them at 640x480; "
-        "the phone workload (concurrency 16) at 4032x3024.",
+        "workload (every concurrency level) cycles through them at 640x480, the phone workload "
+        "(concurrency 16 and 64) at 4032x3024.",
         "",
     ]
     for result in results:

@@ -53,18 +53,21 @@ def test_quick_run_measures_everything_and_writes_the_report(
         for level in ("1", "4"):
             assert figures["levels"][level]["count"] >= 1, figures["levels"][level]
             assert figures["levels"][level]["errors"] == 0, figures["levels"][level]
-        assert figures["phone"]["count"] >= 1 and figures["phone"]["errors"] == 0
+        assert set(figures["phone"]) == {"16", "64"}
+        for phone in figures["phone"].values():
+            assert phone["count"] >= 1 and phone["errors"] == 0, phone
     # Both servers answered with the same response shape and real labels.
     assert set(result["service"]["levels"]["1"]["top1"]) <= {"chelsea_640x480.jpg",
         "coffee_640x480.jpg", "astronaut_640x480.jpg"}  # fmt: skip
 
     names = {t["name"] for t in report["targets"]}
     assert {
-        "service c16 / in-process pipeline",
-        "service c16 / ORT alone batch 1",
+        "service c16 phone / in-process pipeline phone",
+        "service c64 phone / in-process pipeline phone",
+        "p50 at c1 minus in-process sequential p50",
+        "service / torch eager at c1",
         "start to /readyz 200",
         "peak RSS under load",
-        "4032x3024 JPEG decode + preprocess",
     } <= names
     md = json_path.with_suffix(".md").read_text()
     assert "#### Targets" in md and ("PASS" in md or "FAIL" in md)
