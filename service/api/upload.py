@@ -44,9 +44,9 @@ async def read_single_upload(request: Request) -> bytes:
 class _OneFile:
     """python-multipart callbacks that keep the data of the one file part, as it arrives.
 
-    Starlette's form parser spools a file over 1 MiB to a temporary file from a thread and
-    copies it through a BytesIO below that: a 2 MB phone photo cost the server ~5 ms of CPU
-    before its decode (BENCHMARKS.md, "Upload path"). A single upload is held in memory whole
+    Not Starlette's form parser: it spools a file over 1 MiB to a temporary file, a thread hop
+    per chunk, and copies smaller ones through a BytesIO, about 3 ms of the server's CPU per
+    2 MB phone photo (BENCHMARKS.md, "Upload path"). A single upload is held in memory whole
     anyway (the decoder takes bytes, as a raw upload arrives), and the body limit bounds it.
     Field values are counted, not kept: the route reads none.
     """

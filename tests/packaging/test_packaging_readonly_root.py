@@ -68,13 +68,16 @@ def test_serves_with_a_read_only_root(data_volume: Path, tmp_path: Path, photos:
         )
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["index"] in photo.expected
-        # Over a megabyte, a multipart upload is spooled to TMPDIR: the one scratch place.
+        # Over a megabyte, a file of a batch upload is spooled to TMPDIR: the one scratch place.
         noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
         big = io.BytesIO()
         Image.fromarray(noise).save(big, "PNG")
         assert big.tell() > 2**20
         response = httpx.post(
-            f"{server.url}/classify", files={"file": ("noise.png", big.getvalue())}, timeout=30
+            f"{server.url}/classify/batch",
+            files=[("file", ("noise.png", big.getvalue()))],
+            timeout=30,
         )
         assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["status_code"] == 200, response.text
         assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 200

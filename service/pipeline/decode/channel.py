@@ -1,10 +1,10 @@
 """What crosses between the server and one decode worker: the upload's bytes in, the model input
 out, both through one shared-memory region; the pipe carries only small messages.
 
-Pickled over the pipe, a 2 MB phone photo went through the kernel in 64 kB pieces (a wake-up
-of the worker each) and the 150 kB answer was pickled, copied twice more and unpickled: about
-1 ms of CPU per web photo and 2-3 ms per phone photo, on top of the decode (BENCHMARKS.md,
-"Upload path"). Now each side copies once, into or out of the region.
+Why: through the pipe itself a 2 MB phone photo crosses the kernel in 64 kB pieces (a wake-up
+of the worker each), and a 150 kB answer is pickled, copied twice more and unpickled; measured,
+that is 0.3-0.5 ms of CPU per web photo and more per phone photo, on top of the decode
+(BENCHMARKS.md, "Upload path"). Through the region each side copies once.
 
 The region is an anonymous memory file (``memfd``), not a /dev/shm segment: a container's
 /dev/shm is 64 MB by default, and running out of it there is a SIGBUS, not an error.
