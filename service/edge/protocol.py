@@ -31,6 +31,8 @@
 - **Quiet refusals**: uvicorn logs a warning per refused request ("Exceeded concurrency limit.",
   "Invalid HTTP request received."); a flood of them wrote one line each. Each distinct warning
   is logged at most once per ``LOG_EVERY_S``, with the count of those suppressed.
+- **Host**: uvicorn takes an HTTP/1.1 request without a ``Host`` field, or with several; RFC
+  9112 §3.2 says 400 for both, and a proxy in front may read another authority than we do.
 - **Exit 0 after a graceful SIGTERM**: see server.py.
 
 uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
@@ -79,7 +81,7 @@ class EdgeLimits:
 
 
 class _Refused(Exception):
-    """Raised from a parser callback to stop parsing a request we refuse (431)."""
+    """Raised from a parser callback to stop parsing a request we refuse (431, 400)."""
 
 
 class _QuietLogger:
@@ -265,6 +267,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._check_host()
         self._in_head = False
         self._body_left = 0
         for name, value in self.headers:
@@ -279,6 +282,16 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             # The answer says "Connection: close"; what the client sent after it is drained by
             # a lingering close, so that answer is not lost to a TCP reset.
             self.cycle.keep_alive = False
+
+    def _check_host(self) -> None:
+        """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field, and any request with
+        more than one is refused (400); which authority would it mean?"""
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts == 1 or (hosts == 0 and self.parser.get_http_version() != "1.1"):
+            return
+        message = "HTTP/1.1 request without a Host header" if hosts == 0 else "several Host headers"
+        self._refusal = _json_response(400, "bad_request", message)
+        raise _Refused(message)
 
     def on_body(self, body: bytes) -> None:
         if self._body_left is not None:
