@@ -1,17 +1,26 @@
 """Hostile inputs, round three, against the real ``python -m service``: float images are read
-as image tools read them (or refused by name, never answered as black), and HTTP/1.1 without
-exactly one Host field is a 400; honest photos keep being served."""
+as image tools read them (or refused by name, never answered as black), HTTP/1.1 without
+exactly one Host field is a 400, and a chunked body's extensions and trailers are bounded;
+honest photos keep being served."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from edge_helpers import assert_honest_served, connect, read_until_closed, small_photo
+from edge_helpers import (
+    AnswerReader,
+    Pusher,
+    assert_honest_served,
+    connect,
+    read_until_closed,
+    small_photo,
+)
 from live_server import Server
 from PIL import Image
 from reliability_helpers import assert_error_shape
@@ -91,3 +100,70 @@ def test_http_1_0_may_leave_host_out(served: Server) -> None:
         sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         (answer,) = read_until_closed(sock, timeout_s=10)
     assert answer.status == 200, answer
+
+
+MiB = 1024 * 1024
+# What a refusal of framing may still let the parser see: the head limit (32 KiB by default)
+# plus one 16 KiB piece; the attack sends 24 MiB.
+FRAMING_ATTACK = 24 * MiB
+
+
+CHUNKED_HEAD = (
+    b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def chunk(data: bytes, extension: str = "") -> bytes:
+    return f"{len(data):x}{extension}\r\n".encode() + data + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        # A normal upload, then one trailer field of 24 MiB after its last chunk.
+        lambda photo: CHUNKED_HEAD + chunk(photo) + b"0\r\nX-Note: " + b"a" * FRAMING_ATTACK,
+        # One chunk extension of 24 MiB on the upload's first chunk.
+        lambda photo: CHUNKED_HEAD + f"{len(photo):x};e=".encode() + b"b" * FRAMING_ATTACK,
+    ],
+    ids=["trailer", "chunk-extension"],
+)
+def test_chunked_framing_is_bounded(served: Server, attack: Any) -> None:
+    photo = small_photo()
+    served.reset_peak()
+    before = served.rss_kb()
+    with connect(served, timeout_s=30) as sock:
+        pusher = Pusher(sock, attack(photo), chunk=64 * 1024)
+        pusher.start()
+        try:
+            started = time.monotonic()
+            answer = AnswerReader(sock).next(timeout_s=30)
+            answered_s, sent_at_answer = time.monotonic() - started, pusher.sent
+            honest = assert_honest_served(served, photo, count=2)
+        finally:
+            pusher.stop.set()
+    growth_mb = (served.hwm_kb() - before) / 1024
+    print(f"431 after {answered_s:.2f} s, {sent_at_answer / MiB:.1f} MiB sent; honest "
+          f"{honest}; peak RSS +{growth_mb:.1f} MiB")  # fmt: skip
+    assert answer.status == 431, answer
+    assert json.loads(answer.body)["error"]["code"] == "headers_too_large"
+    assert answer.headers.get("connection") == "close"
+    assert answered_s < 3.0 and max(honest) < 3.0
+    # Answered long before the attack was out (what follows is read and dropped: a lingering
+    # close, so the client sees the 431), and nothing of it was kept.
+    assert sent_at_answer < FRAMING_ATTACK / 2, sent_at_answer
+    assert growth_mb < 24, growth_mb
+
+
+def test_honest_chunked_uploads_with_trailers_and_extensions_pass(served: Server) -> None:
+    """The bound is on excess only: a chunked upload in many small chunks, with an extension
+    on each and a few short trailer fields, is classified."""
+    photo = small_photo()
+    pieces = [photo[i : i + 512] for i in range(0, len(photo), 512)]
+    body = b"".join(chunk(piece, f";n={i}") for i, piece in enumerate(pieces))
+    body += b"0\r\nX-Checksum: abc\r\nX-Note: fine\r\n\r\n"
+    with connect(served, timeout_s=30) as sock:
+        sock.sendall(CHUNKED_HEAD + body)
+        answer = AnswerReader(sock).next(timeout_s=30)
+    assert answer.status == 200, answer
+    assert json.loads(answer.body)["predictions"], answer
