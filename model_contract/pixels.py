@@ -1,6 +1,6 @@
 """How a decoded image becomes the graph's uint8 input: any mode to RGB (alpha over white,
-palette expanded, 16-bit scaled) and the preprocessing's resize of the shorter side and center
-crop, with geometry.py's sizes and offsets.
+palette expanded, 16-bit and float samples scaled) and the preprocessing's resize of the
+shorter side and center crop, with geometry.py's sizes and offsets.
 
 The service's decoder (service/pipeline/decode/image.py) applies these to every upload and the
 exporter's training (model_export/train/) to every image it learns from, so what a model is
@@ -39,10 +39,37 @@ WHITE = (255, 255, 255)
 STRIP_ROWS = 256
 
 
+class UnsupportedSamples(ValueError):
+    """Samples the pixel rules cannot read without guessing (float ones outside 0..1)."""
+
+
+def check_samples(img: Image.Image) -> None:
+    """Whole-image checks before converting part by part: float samples must lie in 0..1.
+
+    Image tools read float samples as 0..1 (scikit-image, OpenCV, GIMP); Pillow's own
+    ``convert`` clips them to 0..255 instead, which reads a 0..1 photo as black. Samples outside
+    0..1 have no agreed meaning (0..255 floats, HDR radiance): refused, never guessed.
+    """
+    if img.mode != "F":
+        return
+    low, high = img.getextrema()  # Pillow's C loop over the image: no copy
+    if not (0.0 <= low <= high <= 1.0):  # also false for NaN
+        raise UnsupportedSamples(
+            f"32-bit float samples from {low:g} to {high:g}: float images are read as 0..1; "
+            "send 8- or 16-bit samples (or floats scaled to 0..1)"
+        )
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode → RGB: alpha composited over white, palette expanded, 16-bit scaled to 8-bit."""
+    """Any mode → RGB: alpha composited over white, palette expanded, 16-bit scaled to 8-bit,
+    float (0..1, see ``check_samples``) scaled to 8-bit."""
     if img.mode == "RGB":
         return img
+    if img.mode == "F":
+        samples = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(samples).all():  # getextrema skips NaN: a few would read as black
+            raise UnsupportedSamples("32-bit float samples that are not numbers (NaN)")
+        img = Image.fromarray(np.clip(samples * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in _WIDE_INT_MODES:
@@ -80,6 +107,7 @@ def to_model_input(img: Image.Image, spec: Preprocessing) -> np.ndarray:
     STRIP_ROWS rows at a time: the same bytes as converting and resizing the whole region, for
     a fraction of the memory (an RGBA photo's conversion to RGB took three full copies).
     """
+    check_samples(img)
     left, top, right, bottom = crop_box(*img.size, spec)
     crop = spec.crop_size
     support = FILTER_SUPPORT[spec.interpolation]

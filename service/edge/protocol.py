@@ -6,7 +6,10 @@
   unless a request's headers are complete within ``header_timeout_s``.
 - **Header limits**: uvicorn (httptools) buffers a header of any size (a 100 MB header line was
   read whole). The request line and headers together may take ``max_header_bytes`` and hold
-  ``max_header_count`` fields; past either the answer is 431 and the connection closes.
+  ``max_header_count`` fields; past either the answer is 431 and the connection closes. A
+  chunked body's extensions and trailer fields are bounded the same way, together, by
+  ``max_header_bytes`` (plus at most one 16 kB piece): a trailer field of tens of MiB was read
+  whole, the parser concatenating it quadratically for seconds.
 - **One request at a time per connection**: httptools parses every pipelined request in a read
   at once and uvicorn queues them all; a client that pipelines megabytes of requests and never
   reads made the server hold every parsed request and every unread answer. Bytes are fed to the
@@ -31,11 +34,13 @@
 - **Quiet refusals**: uvicorn logs a warning per refused request ("Exceeded concurrency limit.",
   "Invalid HTTP request received."); a flood of them wrote one line each. Each distinct warning
   is logged at most once per ``LOG_EVERY_S``, with the count of those suppressed.
+- **Host**: uvicorn takes an HTTP/1.1 request without a ``Host`` field, or with several; RFC
+  9112 §3.2 says 400 for both, and a proxy in front may read another authority than we do.
 - **Exit 0 after a graceful SIGTERM**: see server.py.
 
 uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
 ``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``more_body``, ``response_complete``,
-``disconnected``, ``keep_alive``), ``flow`` (``FlowControl``), ``logger``, the methods
+``disconnected``, ``keep_alive``, ``message_event``), ``flow`` (``FlowControl``), ``logger``, the methods
 ``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
 ``on_response_complete``, ``eof_received``, ``resume_writing``, ``send_400_response``,
 ``_unset_keepalive_if_required``, ``handle_websocket_upgrade``; and ``Server.capture_signals``
@@ -78,8 +83,37 @@ class EdgeLimits:
     linger_bytes: int = 64 * 1024 * 1024
 
 
+class _ChunkedFraming:
+    """How many bytes of a chunked body are neither its data nor the least framing that data
+    needs (a hex size line and two CRLFs per chunk): chunk extensions, trailer fields, padding."""
+
+    def __init__(self) -> None:
+        self.wire = 0  # bytes of the body fed to the parser
+        self.data = 0  # of which chunk data
+        self.needed = 0  # the least framing of the chunks completed
+        self.current: int | None = None  # data bytes of the chunk in progress
+
+    def chunk_begins(self) -> None:
+        self.current = 0
+
+    def body(self, size: int) -> None:
+        self.data += size
+        if self.current is not None:
+            self.current += size
+
+    def chunk_ends(self) -> None:
+        self.needed += len(f"{self.current or 0:x}") + 4
+        self.current = None
+
+    def fed(self, size: int) -> int:
+        """Count ``size`` more bytes fed; the excess so far."""
+        self.wire += size
+        in_progress = 0 if self.current is None else len(f"{self.current:x}") + 2
+        return self.wire - self.data - self.needed - in_progress
+
+
 class _Refused(Exception):
-    """Raised from a parser callback to stop parsing a request we refuse (431)."""
+    """Raised from a parser callback to stop parsing a request we refuse (431, 400)."""
 
 
 class _QuietLogger:
@@ -163,6 +197,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._head_tail = b""  # the last bytes of the head so far (for a split "\r\n\r\n")
         self._header_count = 0
         self._body_left: int | None = None  # Content-Length still to come; None: chunked
+        self._chunked = _ChunkedFraming()
         self._refusal: bytes | None = None
         self._requests = 0  # requests begun on this connection
         super().connection_made(_LingeringTransport(transport, self))
@@ -206,15 +241,18 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
                 break
             piece, view = view[:n], view[n:]
             cycle = self.cycle
+            framing = self._chunked if not self._in_head and self._body_left is None else None
             try:
                 self.parser.feed_data(piece)
+                if framing is self._chunked and framing is not None and not self._in_head:
+                    self._count_framing(framing, len(piece))  # the body goes on: bound it
             except httptools.HttpParserUpgrade:
                 if self._should_upgrade():
                     self.handle_websocket_upgrade()
                 else:
                     self._unsupported_upgrade_warning()
                 break
-            except httptools.HttpParserError:
+            except (httptools.HttpParserError, _Refused):
                 if self._refusal is not None:
                     self._refuse(self._refusal)
                 else:
@@ -255,6 +293,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
+        self._chunked = _ChunkedFraming()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -265,6 +304,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._check_host()
         self._in_head = False
         self._body_left = 0
         for name, value in self.headers:
@@ -280,10 +320,40 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             # a lingering close, so that answer is not lost to a TCP reset.
             self.cycle.keep_alive = False
 
+    def _check_host(self) -> None:
+        """RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field, and any request with
+        more than one is refused (400); which authority would it mean?"""
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts == 1 or (hosts == 0 and self.parser.get_http_version() != "1.1"):
+            return
+        message = "HTTP/1.1 request without a Host header" if hosts == 0 else "several Host headers"
+        self._refusal = _json_response(400, "bad_request", message)
+        raise _Refused(message)
+
     def on_body(self, body: bytes) -> None:
         if self._body_left is not None:
             self._body_left -= len(body)
+        else:
+            self._chunked.body(len(body))
         super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunked.chunk_begins()
+
+    def on_chunk_complete(self) -> None:
+        self._chunked.chunk_ends()
+
+    def _count_framing(self, framing: _ChunkedFraming, fed: int) -> None:
+        """After a piece of a chunked body: its chunk extensions and trailer fields, together,
+        within the head's limit. They are metadata like the head; unbounded, one trailer field
+        of tens of MiB kept the parser concatenating (quadratically) for seconds."""
+        excess = framing.fed(fed)
+        limit = self.limits.max_header_bytes
+        if excess <= limit:
+            return
+        message = f"chunk extensions and trailer fields over the limit of {limit} bytes"
+        self._refusal = _json_response(431, "headers_too_large", message)
+        raise _Refused(message)
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -293,6 +363,12 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
     def _refuse(self, answer: bytes) -> None:
         self._raw_transport.write(answer)
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            # Refused while the app reads the body: it sees the client gone and stops now,
+            # and whatever it would answer is dropped (this answer is out).
+            cycle.disconnected = True
+            cycle.message_event.set()
         self.linger()
 
     # --- after each answer -----------------------------------------------------------------------

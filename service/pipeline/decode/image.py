@@ -21,6 +21,7 @@ from model_contract.pixels import (
     RESAMPLE,
     STRIP_ROWS,
     WHITE,
+    UnsupportedSamples,
     _reach,
     crop_box,
     to_model_input,
@@ -169,6 +170,8 @@ def decoding_errors() -> Iterator[None]:
         raise ImageTooLarge(f"image too large: {exc}") from None
     except MemoryError:
         raise  # not a corrupt image: preprocess() answers 413
+    except UnsupportedSamples as exc:  # a sound file whose samples have no agreed reading
+        raise UnsupportedMediaType(str(exc)) from None
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, ...
         raise BadImage(f"truncated or corrupt image: {describe(exc)}") from None
 
