@@ -40,8 +40,8 @@
 
 uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
 ``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``more_body``, ``response_complete``,
-``disconnected``, ``keep_alive``, ``message_event``), ``flow`` (``FlowControl``), ``logger``, the methods
-``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
+``disconnected``, ``keep_alive``, ``message_event``), ``flow`` (``FlowControl``), ``logger``,
+the methods ``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
 ``on_response_complete``, ``eof_received``, ``resume_writing``, ``send_400_response``,
 ``_unset_keepalive_if_required``, ``handle_websocket_upgrade``; and ``Server.capture_signals``
 with ``_captured_signals``.
