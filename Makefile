@@ -32,6 +32,7 @@ K8S_VERSION ?= 1.33.0
 SHELL_SCRIPTS ?= .ci/run docker/entrypoint.sh docker/export-entrypoint.sh
 
 CHROMIUM ?= /usr/bin/chromium
+PROMETHEUS ?= /usr/bin/prometheus
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # `env` because sudo resets the environment; needrestart stays out of a package install.
 APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -y -qq \
@@ -74,7 +75,7 @@ SERVE_ENV = $(if $(MODEL_PATH),EFFICIENTNET_MODEL_PATH=$(MODEL_PATH),EFFICIENTNE
 serve: $(STAMP_SERVE) $(or $(MODEL_PATH),$(GRAPH)) ## install, export VARIANT (default lite0) if missing, serve on HOST:PORT (127.0.0.1:8000)
 	$(SERVE_ENV) $(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: $(STAMP_TEST) | $(CHROMIUM) ## install the test dependencies and run the whole suite
+test: $(STAMP_TEST) | $(CHROMIUM) $(PROMETHEUS) ## install the test dependencies and run the whole suite
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 export: $(GRAPH) ## export the ONNX graph for VARIANT if it is missing
@@ -122,6 +123,15 @@ $(CHROMIUM):
 	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends chromium; } >"$$log" 2>&1; \
 	then rm -f "$$log"; \
 	else tail -n 40 "$$log" >&2; echo "chromium install failed; full log: $$log" >&2; exit 1; fi
+
+# The monitoring tests scrape a running service with Debian's Prometheus (and check the rules
+# with its promtool), installed the same way.
+$(PROMETHEUS):
+	@echo "installing Debian's prometheus for the monitoring tests (apt-get, a minute)"
+	@log=$$(mktemp); \
+	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends prometheus; } >"$$log" 2>&1; \
+	then rm -f "$$log"; \
+	else tail -n 40 "$$log" >&2; echo "prometheus install failed; full log: $$log" >&2; exit 1; fi
 
 lint: $(STAMP_TEST) ## every static check CI runs (each one fails on a finding)
 	$(MAKE) --no-print-directory lint-python lint-shell lint-dockerfile lint-compose lint-k8s
