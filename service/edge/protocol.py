@@ -52,96 +52,20 @@ with ``_captured_signals``.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.edge.framing import ChunkedFraming
+from service.edge.limits import CHUNKED_PIECE, HELD_BYTES, LINGER_IDLE_S, EdgeLimits
+from service.edge.quiet_log import QuietLogger
 from service.errors import error_body
-
-HEADER_TIMEOUT_S = 10.0  # or the request timeout, when that is shorter
-KEEP_ALIVE_S = 5.0  # idle keep-alive connections close after this (uvicorn's default)
-LINGER_IDLE_S = 2.0  # a lingering connection closes once the client is silent this long
-# Raw bytes kept after a complete request while its answer is pending: past it, reading pauses
-# and TCP flow control holds the client back.
-HELD_BYTES = 64 * 1024
-CHUNKED_PIECE = 16 * 1024  # chunked bodies are fed in pieces: their end is found by the parser
-LOG_EVERY_S = 10.0
-
-
-@dataclass(frozen=True)
-class EdgeLimits:
-    header_timeout_s: float = HEADER_TIMEOUT_S
-    max_header_bytes: int = 32 * 1024
-    max_header_count: int = 100
-    max_requests_per_connection: int = 1000
-    linger_s: float = 10.0
-    linger_bytes: int = 64 * 1024 * 1024
-
-
-class _ChunkedFraming:
-    """How many bytes of a chunked body are neither its data nor the least framing that data
-    needs (a hex size line and two CRLFs per chunk): chunk extensions, trailer fields, padding."""
-
-    def __init__(self) -> None:
-        self.wire = 0  # bytes of the body fed to the parser
-        self.data = 0  # of which chunk data
-        self.needed = 0  # the least framing of the chunks completed
-        self.current: int | None = None  # data bytes of the chunk in progress
-
-    def chunk_begins(self) -> None:
-        self.current = 0
-
-    def body(self, size: int) -> None:
-        self.data += size
-        if self.current is not None:
-            self.current += size
-
-    def chunk_ends(self) -> None:
-        self.needed += len(f"{self.current or 0:x}") + 4
-        self.current = None
-
-    def fed(self, size: int) -> int:
-        """Count ``size`` more bytes fed; the excess so far."""
-        self.wire += size
-        in_progress = 0 if self.current is None else len(f"{self.current:x}") + 2
-        return self.wire - self.data - self.needed - in_progress
 
 
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request we refuse (431, 400)."""
-
-
-class _QuietLogger:
-    """uvicorn's logger, but each distinct warning at most once per ``LOG_EVERY_S``."""
-
-    # One record for all connections: a flood is spread over many.
-    _last: ClassVar[
-        dict[str, tuple[float, int]]
-    ] = {}  # message → (when last logged, suppressed since)
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger, name)
-
-    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        now = time.monotonic()
-        last, suppressed = self._last.get(msg, (-LOG_EVERY_S, 0))
-        if now - last < LOG_EVERY_S:
-            self._last[msg] = (last, suppressed + 1)
-            return
-        self._last[msg] = (now, 0)
-        text = msg % args if args else msg
-        more = (
-            f" ({suppressed} more in the last {now - last:.0f} s, not logged)" if suppressed else ""
-        )
-        self._logger.warning("%s%s", text, more, **kwargs)
 
 
 class _LingeringTransport:
@@ -182,7 +106,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.logger = _QuietLogger(self.logger)
+        self.logger = QuietLogger(self.logger)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.lingering = False
@@ -197,7 +121,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._head_tail = b""  # the last bytes of the head so far (for a split "\r\n\r\n")
         self._header_count = 0
         self._body_left: int | None = None  # Content-Length still to come; None: chunked
-        self._chunked = _ChunkedFraming()
+        self._chunked = ChunkedFraming()
         self._refusal: bytes | None = None
         self._requests = 0  # requests begun on this connection
         super().connection_made(_LingeringTransport(transport, self))
@@ -293,7 +217,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
-        self._chunked = _ChunkedFraming()
+        self._chunked = ChunkedFraming()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -343,7 +267,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def on_chunk_complete(self) -> None:
         self._chunked.chunk_ends()
 
-    def _count_framing(self, framing: _ChunkedFraming, fed: int) -> None:
+    def _count_framing(self, framing: ChunkedFraming, fed: int) -> None:
         """After a piece of a chunked body: its chunk extensions and trailer fields, together,
         within the head's limit. They are metadata like the head; unbounded, one trailer field
         of tens of MiB kept the parser concatenating (quadratically) for seconds."""

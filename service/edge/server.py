@@ -16,7 +16,8 @@ from typing import Any
 import uvicorn
 
 from service.config import Settings
-from service.edge.protocol import HEADER_TIMEOUT_S, KEEP_ALIVE_S, EdgeLimits, HardenedHTTPProtocol
+from service.edge.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, EdgeLimits
+from service.edge.protocol import HardenedHTTPProtocol
 
 
 def edge_limits(settings: Settings) -> EdgeLimits:
