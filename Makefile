@@ -114,24 +114,26 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) $(TORCH_PIP_ARGS) -e './[export,test,dev]' $(PIP_FILTER)
 	touch $(STAMP_SERVE) $@
 
-# The web page's tests drive Debian's Chromium through Playwright (Playwright's own browser
-# download cannot be used here), so `make test` installs it once on a machine without it.
-# apt-get's and dpkg's hundreds of lines go to a log, shown (its end) only when it fails.
-$(CHROMIUM):
-	@echo "installing Debian's chromium for the page tests (apt-get, a minute or two)"
+# Debian packages the tests drive, installed once on a machine without them: apt-get's and
+# dpkg's hundreds of lines go to a log, shown (its end) only when it fails.
+# $(call apt_install,PACKAGE,WHAT FOR)
+define apt_install
+	@echo "installing Debian's $(1) for $(2) (apt-get, a minute or two)"
 	@log=$$(mktemp); \
-	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends chromium; } >"$$log" 2>&1; \
+	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends $(1); } >"$$log" 2>&1; \
 	then rm -f "$$log"; \
-	else tail -n 40 "$$log" >&2; echo "chromium install failed; full log: $$log" >&2; exit 1; fi
+	else tail -n 40 "$$log" >&2; echo "$(1) install failed; full log: $$log" >&2; exit 1; fi
+endef
 
-# The monitoring tests scrape a running service with Debian's Prometheus (and check the rules
-# with its promtool), installed the same way.
+# The web page's tests drive Chromium through Playwright (Playwright's own browser download
+# cannot be used here).
+$(CHROMIUM):
+	$(call apt_install,chromium,the page tests)
+
+# The monitoring tests scrape a running service with Prometheus and check the rules with its
+# promtool.
 $(PROMETHEUS):
-	@echo "installing Debian's prometheus for the monitoring tests (apt-get, a minute)"
-	@log=$$(mktemp); \
-	if { $(APT_GET) update && $(APT_GET) install --no-install-recommends prometheus; } >"$$log" 2>&1; \
-	then rm -f "$$log"; \
-	else tail -n 40 "$$log" >&2; echo "prometheus install failed; full log: $$log" >&2; exit 1; fi
+	$(call apt_install,prometheus,the monitoring tests)
 
 lint: $(STAMP_TEST) ## every static check CI runs (each one fails on a finding)
 	$(MAKE) --no-print-directory lint-python lint-shell lint-dockerfile lint-compose lint-k8s

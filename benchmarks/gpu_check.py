@@ -34,7 +34,7 @@ from benchmarks.models import ensure_model
 from benchmarks.photos import WEB_SIZE, make_photo_set
 from benchmarks.procs import free_port, python_argv, start_server
 from model_contract import Preprocessing
-from service.pipeline.decode.image import to_model_input
+from model_contract.pixels import to_model_input
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -23,8 +23,9 @@ import onnxruntime as ort
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
 from model_contract import Preprocessing
+from model_contract.pixels import to_model_input
 from service.config import load_settings
-from service.pipeline.decode.image import DRAFT_HEADROOM, decode_image, preprocess, to_model_input
+from service.pipeline.decode.image import DRAFT_HEADROOM, decode_image, preprocess
 from service.pipeline.session import ModelSession
 
 MAX_PIXELS = 50_000_000

@@ -17,6 +17,7 @@ from PIL import Image
 from service_helpers import encode
 
 from model_contract import Preprocessing
+from model_contract.pixels import STRIP_ROWS
 from service.errors import (
     DecodeTooExpensive,
     ImageTooLarge,
@@ -33,7 +34,7 @@ from service.pipeline.decode.checks import (
     jpeg_scan_count,
     plan_decode,
 )
-from service.pipeline.decode.image import STRIP_ROWS, preprocess
+from service.pipeline.decode.image import preprocess
 from service.pipeline.decode.workers import SHUTDOWN_DECODE_S, DecodeLimits, DecodePool
 
 SPEC = Preprocessing(
@@ -285,7 +286,7 @@ def test_shutdown_cuts_a_slow_decode_not_a_quick_one() -> None:
 def test_strips_give_the_bytes_of_one_whole_conversion(mode: str) -> None:
     """to_model_input converts and resizes the kept region STRIP_ROWS rows at a time; both
     steps are row-local, so the result is that of converting the whole region at once."""
-    from service.pipeline.decode.image import (
+    from model_contract.pixels import (
         FILTER_SUPPORT,
         RESAMPLE,
         _reach,

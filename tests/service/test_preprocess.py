@@ -20,14 +20,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
 from model_contract import Preprocessing
+from model_contract.pixels import to_model_input, to_rgb
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
-from service.pipeline.decode.image import (
-    decode_image,
-    open_image,
-    preprocess,
-    to_model_input,
-    to_rgb,
-)
+from service.pipeline.decode.image import decode_image, open_image, preprocess
 
 TOLERANCE = 1 / 255
 LIMIT = 50_000_000

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from model_contract.pixels import STRIP_ROWS
 from service.errors import DecodeTooExpensive
-from service.pipeline.decode.image import DRAFT_HEADROOM, STRIP_ROWS, decoding_errors, open_image
+from service.pipeline.decode.image import DRAFT_HEADROOM, decoding_errors, open_image
 
 # A progressive JPEG is decoded scan by scan, each scan touching every block of the image: a
 # file of thousands of empty refinement scans took Pillow tens of seconds, and 96 scans of a

@@ -15,42 +15,9 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from model_contract import Preprocessing
-from model_contract.pixels import (
-    FILTER_SUPPORT,
-    FORMATS,
-    RESAMPLE,
-    STRIP_ROWS,
-    WHITE,
-    UnsupportedSamples,
-    _reach,
-    crop_box,
-    to_model_input,
-    to_rgb,
-)
+from model_contract.pixels import FORMATS, UnsupportedSamples, to_model_input, to_rgb
 from service.config import MiB
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
-
-# The pixel rules (formats, modes, resize and crop) live in model_contract/pixels.py, shared with
-# the exporter's training; they are re-exported here for the service's own callers.
-__all__ = [
-    "DRAFT_HEADROOM",
-    "FILTER_SUPPORT",
-    "FORMATS",
-    "RESAMPLE",
-    "STRIP_ROWS",
-    "WHITE",
-    "_reach",
-    "configure_pillow",
-    "crop_box",
-    "decode_image",
-    "decoding_errors",
-    "describe",
-    "load_upright",
-    "open_image",
-    "preprocess",
-    "to_model_input",
-    "to_rgb",
-]
 
 # Leading bytes of the supported formats: an upload that starts like one of them but does not
 # parse is a corrupt image (400), not an unsupported one (415).
