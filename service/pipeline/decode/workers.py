@@ -1,5 +1,4 @@
-"""Decoding that can be stopped: worker processes under a time and an address-space limit, and
-one memory budget for every decode in progress.
+"""Decoding that can be stopped: worker processes under a time and an address-space limit.
 
 Why processes: a Pillow decode cannot be interrupted. A thread kept decoding a progressive JPEG
 of thousands of scans for 27 s after its request had timed out, both cores went to two such
@@ -7,12 +6,12 @@ files, and SIGTERM waited for them. A worker process can be killed at its deadli
 space can be capped (RLIMIT_AS) so an image's memory cannot take the server down, and a decoder
 crash ends the worker, not the server.
 
-The path of an upload:
+The path of an upload (decoder.py drives it, in one trip to a decode thread):
 
 1. ``plan_decode`` (checks.py) reads the header and the file's structure in a
    thread of the server: refusals that need no pixels (413 pixel limit, 422 too many scans)
    cost no worker, and the plan says how much memory the decode will hold.
-2. ``DecodeBudget`` reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB before the decode
+2. ``DecodeBudget`` (budget.py) reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB before the decode
    starts: two big images wait for each other instead of doubling the peak (a small one may
    pass a waiting big one, until that has waited a second); one bigger than the whole budget
    gets 413 at once.
