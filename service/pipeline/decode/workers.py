@@ -11,8 +11,8 @@ The path of an upload (decoder.py drives it, in one trip to a decode thread):
 1. ``plan_decode`` (checks.py) reads the header and the file's structure in a
    thread of the server: refusals that need no pixels (413 pixel limit, 422 too many scans)
    cost no worker, and the plan says how much memory the decode will hold.
-2. ``DecodeBudget`` (budget.py) reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB before the decode
-   starts: two big images wait for each other instead of doubling the peak (a small one may
+2. ``DecodeBudget`` (budget.py) reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB
+   before the decode starts: two big images wait for each other instead of doubling the peak (a small one may
    pass a waiting big one, until that has waited a second); one bigger than the whole budget
    gets 413 at once.
 3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
