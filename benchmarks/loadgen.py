@@ -44,6 +44,7 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)
     first_error: str | None = None
     top1: dict[str, str] = field(default_factory=dict)
+    answers: list[list[str]] | None = None  # every 200's labels, best first (--answers)
 
 
 def multipart_upload(path: Path, field_name: str) -> Upload:
@@ -100,6 +101,19 @@ def make_upload(path: Path, fmt: str, field_name: str, tensor_shape: list[int]) 
     if fmt == "oip-uint8":
         return oip_upload(path, "image", "UINT8", [1, *tensor_shape])
     raise ValueError(f"unknown request format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def _labels(body: bytes) -> list[str]:
+    """Every label of one of our answers, best first: ours ({"predictions": [...]}) or the Open
+    Inference Protocol's `labels` output; [] for anything else."""
+    try:
+        doc = json.loads(body)
+        if "predictions" in doc:
+            return [str(p["label"]) for p in doc["predictions"]]
+        (labels,) = [o for o in doc["outputs"] if o["name"] == "labels"]
+        return [str(item).split(":", 2)[2] for item in labels["data"]]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return []
 
 
 def _top1(body: bytes) -> str | None:
@@ -235,6 +249,8 @@ async def _worker(
             tally.latencies_s.append(elapsed)
             if upload.name not in tally.top1 and (label := _top1(body)) is not None:
                 tally.top1[upload.name] = label
+            if tally.answers is not None:
+                tally.answers.append(_labels(body))
         elif tally.first_error is None:
             tally.first_error = f"HTTP {status}: {body[:300].decode(errors='replace')}"
 
@@ -247,6 +263,7 @@ async def run_load(
     max_seconds: float,
     warmup: int = 0,
     client: str = "raw",
+    keep_answers: bool = False,
 ) -> dict[str, object]:
     """Warm-up requests (not counted), then the measured closed loop."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -259,7 +276,7 @@ async def run_load(
         if warmup:
             await _run_workers(conns, uploads, warmup, 60.0)
         start, cpu_start = time.perf_counter(), time.process_time()
-        tally = await _run_workers(conns, uploads, requests, max_seconds)
+        tally = await _run_workers(conns, uploads, requests, max_seconds, keep_answers)
         duration = time.perf_counter() - start
         # The client shares the machine's cores with the server: say how much it took
         # (reported as cpu_ms_per_item).
@@ -275,6 +292,8 @@ async def run_load(
         "top1": tally.top1,
         "warmup": warmup,
     }
+    if tally.answers is not None:
+        result["answers"] = tally.answers
     if tally.latencies_s:
         result.update(summarize(tally.latencies_s, duration, errors, client_cpu_s).as_dict())
     else:
@@ -283,9 +302,13 @@ async def run_load(
 
 
 async def _run_workers(
-    conns: list[Connection], uploads: list[Upload], total: int, max_seconds: float
+    conns: list[Connection],
+    uploads: list[Upload],
+    total: int,
+    max_seconds: float,
+    keep_answers: bool = False,
 ) -> Tally:
-    tally = Tally()
+    tally = Tally(answers=[] if keep_answers else None)
     counter = itertools.count()
     deadline = time.perf_counter() + max_seconds
     await asyncio.gather(
@@ -308,6 +331,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=int, default=0, help="uncounted requests first")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    parser.add_argument(
+        "--answers",
+        action="store_true",
+        help="also print every answer's labels, best first (which model gave each, in a swap)",
+    )
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.requests < 1:
         parser.error("--concurrency and --requests must be at least 1")
@@ -328,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     shape = [int(x) for x in args.tensor_shape.split(",")]
     uploads = [make_upload(path, args.format, args.field, shape) for path in args.file]
     result = asyncio.run(
-        run_load(args.url, uploads, args.concurrency, args.requests, args.max_seconds, args.warmup)
-    )
+        run_load(
+            args.url, uploads, args.concurrency, args.requests, args.max_seconds, args.warmup,
+            keep_answers=args.answers,
+        )
+    )  # fmt: skip
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0 if result["count"] else 1

@@ -24,9 +24,10 @@ from service.api.routes import classify, health, metadata, page
 from service.config import Settings, load_settings
 from service.edge.body_limit import BodyLimitMiddleware, BodyRate
 from service.edge.request_metrics import RequestMetricsMiddleware
-from service.edge.signals import before_exit_signal
+from service.edge.signals import before_exit_signal, on_reload_signal
 from service.errors import StartupError
 from service.metrics import Metrics
+from service.oip import repository
 from service.oip import routes as oip
 from service.pipeline.decode.image import configure_pillow
 from service.pipeline.pipeline import Pipeline
@@ -44,7 +45,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.preloaded_session = None
     pipeline = Pipeline.build(settings, session, app.state.metrics)
     await pipeline.start()
-    restore_signals = before_exit_signal(pipeline.begin_shutdown)
+    restore_signals = before_exit_signal(
+        pipeline.begin_drain, pipeline.begin_shutdown, settings.drain_delay_s
+    )
+    restore_reload = on_reload_signal(pipeline.reload_in_background)
     app.state.pipeline = pipeline
     log.info(
         "ready: %s (variant %s) on %s",
@@ -54,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         # Uvicorn has already let in-flight requests finish; drain whatever is still queued.
+        restore_reload()
         restore_signals()
         await pipeline.stop()
         log.info("stopped")
@@ -72,8 +77,9 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app.state.metrics = Metrics()
     app.state.preloaded_session = session
     install_handlers(app)
-    for router in (health.router, classify.router, metadata.router, oip.router, page.router):
-        app.include_router(router)
+    routers = (health, classify, metadata, oip, repository, page)
+    for module in routers:
+        app.include_router(module.router)
     # Added last = outermost: metrics see the body limiter's 413s too.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * MiB, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # After SIGTERM: this long not ready (/readyz 503) while still serving, so a load balancer
+    # that polls /readyz stops sending before the port closes; then the graceful drain.
+    drain_delay_s: float = Field(default=0.0, ge=0, le=600)
     # Open connections + requests in progress (python -m service only; uvicorn's
     # limit_concurrency): past it new requests get a plain 503 from uvicorn itself.
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)

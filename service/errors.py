@@ -168,3 +168,18 @@ class ClientClosedRequest(ServiceError):
 
     status_code = 499
     code = "client_closed_request"
+
+
+class ModelRefused(ServiceError):
+    """A model to swap in is missing, unreadable or breaks the contract; the one in service
+    keeps serving (400)."""
+
+    status_code = 400
+    code = "model_refused"
+
+
+class SwapInProgress(ServiceError):
+    """Another model is being loaded and checked; one swap at a time (409)."""
+
+    status_code = 409
+    code = "swap_in_progress"

@@ -31,7 +31,8 @@ def current_pipeline(request: Request) -> Pipeline | None:
 
 async def get_pipeline(request: Request) -> Pipeline:
     pipeline = current_pipeline(request)
-    if pipeline is None or not pipeline.ready:
+    # Draining for a shutdown is not-ready for the probes only: what arrives meanwhile is served.
+    if pipeline is None or not pipeline.started:
         raise NotReady("model is not loaded and warmed up yet (or the server is shutting down)")
     return pipeline
 

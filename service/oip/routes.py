@@ -87,12 +87,13 @@ from service.oip.outputs import (
     plan_outputs,
 )
 from service.pipeline.admission import Ticket
+from service.pipeline.model import ServedModel
 from service.pipeline.pipeline import Pipeline
 
 SERVER_NAME = "efficientnet-service"
 MODEL_VERSION = "1"
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for ONNX models
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 # /v2 bodies larger than this are parsed and validated in a thread, not on the event loop.
 OFF_LOOP_BYTES = 64 * 1024
@@ -133,7 +134,11 @@ class InferenceOutcome:
 
 
 async def run_input(
-    pipeline: Pipeline, tensor: Tensor, raw: bytes | None, ticket: Ticket | None = None
+    pipeline: Pipeline,
+    model: ServedModel,
+    tensor: Tensor,
+    raw: bytes | None,
+    ticket: Ticket | None = None,
 ) -> InferenceOutcome:
     """Validate the one input, turn it into images, run them through the pipeline.
 
@@ -149,7 +154,7 @@ async def run_input(
         )
     if raw is None and tensor.data is None:
         raise BadRequest(f"input '{kind.name}' has no data (neither 'data' nor binary_data_size)")
-    spec = pipeline.session.metadata.preprocessing
+    spec = model.session.metadata.preprocessing
     n = kind.check_shape(tensor.shape, spec.crop_size, pipeline.settings.max_batch_files)
     if ticket is not None:
         ticket.grow_to(n)
@@ -169,7 +174,7 @@ async def run_input(
         else:
             # A private, writable copy: np.frombuffer views the request body read-only.
             images = flat.reshape(n, spec.crop_size, spec.crop_size, 3).copy()
-    probabilities = await pipeline.probabilities(list(images), INPUT_ENCODED)
+    probabilities = await pipeline.probabilities(model, list(images), INPUT_ENCODED)
     return InferenceOutcome(probabilities, parameters)
 
 
@@ -204,7 +209,7 @@ router = APIRouter(prefix=OIP_PREFIX, route_class=OIPRoute, tags=["Open Inferenc
 PROTECTED = [Depends(require_api_key)]
 
 
-def _json(body: dict[str, Any], status_code: int = 200) -> Response:
+def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
 
 
@@ -237,7 +242,7 @@ def _is_ready(request: Request) -> bool:
 @router.head("/health/live", include_in_schema=False)  # after GET: see service/api/routes/health.py
 @router.get("/health/live", summary="The server process is up")
 async def live() -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 @router.head("/health/ready", include_in_schema=False)
@@ -251,12 +256,12 @@ async def live() -> Response:
 )
 async def ready(request: Request) -> Response:
     is_ready = _is_ready(request)
-    return _json({"ready": is_ready}, 200 if is_ready else 503)
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
-    return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+    return json_response({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
 
 @router.get(
@@ -274,7 +279,7 @@ async def model_ready(
 ) -> Response:
     name = _check_model(request, model_name, model_version)
     is_ready = _is_ready(request)
-    return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+    return json_response({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get(
@@ -297,7 +302,7 @@ async def model_metadata(
     name = _check_model(request, model_name, model_version)
     meta = pipeline.session.metadata
     spec = meta.preprocessing
-    return _json(
+    return json_response(
         {
             "name": name,
             "versions": [MODEL_VERSION],
@@ -349,17 +354,19 @@ async def infer(
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send it plain")
-    classes = pipeline.session.classes
     header_length = request.headers.get(HEADER_LENGTH)
-    # One slot, then one per image; taken before parsing, so the bodies held and parsed at once
-    # are bounded by the capacity too, not only by the connection limit.
-    async with admitted(request, pipeline, request.body) as (body, ticket):
-        if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall other requests
-            wire = await asyncio.to_thread(parse_infer_body, body, header_length, classes)
-        else:
-            wire = parse_infer_body(body, header_length, classes)
-        outcome = await run_input(pipeline, wire.tensor, wire.raw, ticket)
-    labels = pipeline.session.metadata.labels
+    # The model in service now answers the whole request, even if another is swapped in.
+    with pipeline.using() as model:
+        classes = model.session.classes
+        # One slot, then one per image; taken before parsing, so the bodies held and parsed at
+        # once are bounded by the capacity too, not only by the connection limit.
+        async with admitted(request, pipeline, request.body) as (body, ticket):
+            if len(body) > OFF_LOOP_BYTES:  # parsing megabytes of JSON would stall the loop
+                wire = await asyncio.to_thread(parse_infer_body, body, header_length, classes)
+            else:
+                wire = parse_infer_body(body, header_length, classes)
+            outcome = await run_input(pipeline, model, wire.tensor, wire.raw, ticket)
+    labels = model.session.metadata.labels
     outputs = build_outputs(wire.plans, outcome.probabilities, labels)
     encoded = encode_response(name, MODEL_VERSION, wire.request, outputs, outcome.parameters)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)

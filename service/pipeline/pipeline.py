@@ -12,19 +12,27 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
 
 from service.config import BatchPolicy, MiB, Settings
-from service.errors import RequestTimeout, ServiceError
+from service.errors import (
+    ModelRefused,
+    NotReady,
+    RequestTimeout,
+    ServiceError,
+    StartupError,
+    SwapInProgress,
+)
 from service.metrics import Metrics
 from service.pipeline.admission import Admission
-from service.pipeline.batcher import Batcher, BatchTiming
-from service.pipeline.decode.decoder import Decoder
-from service.pipeline.decode.workers import DecodeLimits
+from service.pipeline.batcher import BatchTiming
+from service.pipeline.model import ServedModel
 from service.pipeline.ranking import softmax, top_k
 from service.pipeline.session import ModelSession
 
@@ -59,17 +67,28 @@ class Classification:
     timing: Timing
 
 
+@dataclass(frozen=True)
+class Swap:
+    """What a model swap did, for the caller and the log."""
+
+    old: str
+    new: str
+    sha256: str
+    load_s: float
+    warm_s: float
+
+
 @dataclass
 class Pipeline:
     settings: Settings
-    session: ModelSession
     metrics: Metrics
-    policy: BatchPolicy
-    admission: Admission  # bounds the images in decode + queue + inference
-    decoder: Decoder  # decodes uploads in worker processes, within time and memory budgets
-    batcher: Batcher
+    admission: Admission  # bounds the images in decode + queue + inference, whichever model
     executor: ThreadPoolExecutor  # the threads that plan decodes and wait on the workers
-    ready: bool = False
+    model: ServedModel  # the model in service: a request holds it with ``using``
+    started: bool = False  # warm, batching: requests are served until ``stop``
+    draining: bool = False  # a shutdown signal arrived: not ready, still answering
+    _swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)  # retires and reloads
 
     @classmethod
     def build(cls, settings: Settings, session: ModelSession, metrics: Metrics) -> Pipeline:
@@ -80,67 +99,158 @@ class Pipeline:
         # refused after its decode.
         running = policy.workers * policy.max_batch_size
         admission = Admission(settings.max_queue + running + decode_threads)
-        batcher = Batcher(
-            session.run,
-            max_batch_size=policy.max_batch_size,
-            max_delay_ms=policy.max_delay_ms,
-            max_queue=admission.capacity,
-            workers=policy.workers,
-            metrics=metrics,
-        )
         executor = ThreadPoolExecutor(decode_threads, thread_name_prefix="preprocess")
-        limits = DecodeLimits(
-            workers=decode_threads,
-            timeout_s=settings.decode_timeout_s,
-            memory_bytes=settings.decode_memory_bytes,
-            max_pixels=settings.max_image_pixels,
-            max_input_bytes=settings.max_upload_bytes,
-        )
-        decoder = Decoder(session.metadata.preprocessing, limits, executor)
-        metrics.set_model(
+        model = ServedModel.build(settings, session, metrics, executor, admission.capacity)
+        log.info(
+            "%d in flight, queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
+            policy.workers, settings.max_queue, decode_threads, settings.decode_timeout_s,
+            settings.decode_memory_bytes // MiB, intra_op,
+        )  # fmt: skip
+        return cls(settings, metrics, admission, executor, model)
+
+    @property
+    def session(self) -> ModelSession:
+        """The session of the model in service now (a request uses ``using`` instead)."""
+        return self.model.session
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self.model.policy
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz says: warm, batching, and not draining for a shutdown."""
+        return self.started and not self.draining
+
+    def using(self) -> AbstractContextManager[ServedModel]:
+        """The model in service now, held until the block ends: a swap meanwhile does not
+        retire it under the request."""
+        return self.model.held()
+
+    # --- Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Warm the model and start batching, then be ready."""
+        await self.model.start()
+        self._announce(self.model)
+        self.started = True
+        self.metrics.ready.set(1)
+
+    def begin_drain(self) -> None:
+        """A shutdown signal arrived: not ready from now on; requests are still answered."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    def begin_shutdown(self) -> None:
+        """The server stops taking connections: decodes get only a short while from now on."""
+        self.model.decoder.begin_shutdown()
+
+    async def stop(self) -> None:
+        """Not ready; then the model (its decode workers, its queued batches), the threads."""
+        self.started = False
+        self.metrics.ready.set(0)
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.model.stop()
+        self.executor.shutdown(wait=True)
+
+    def _announce(self, model: ServedModel) -> None:
+        session = model.session
+        self.metrics.set_model(
             variant=session.metadata.variant,
             provider=session.provider,
             sha256=session.sha256,
             ort_version=ort.__version__,
         )
         log.info(
-            "loaded %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms, "
-            "%d in flight, queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
+            "serving %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms",
             session.path, session.metadata.model_name, session.metadata.variant, session.classes,
-            session.sha256[:12], session.provider,
-            policy.max_batch_size, policy.max_delay_ms, policy.workers, settings.max_queue,
-            decode_threads, limits.timeout_s, limits.memory_bytes // MiB, intra_op,
+            session.sha256[:12], session.provider, model.policy.max_batch_size,
+            model.policy.max_delay_ms,
         )  # fmt: skip
-        return cls(settings, session, metrics, policy, admission, decoder, batcher, executor)
 
-    # --- Lifecycle ------------------------------------------------------------------------------
+    # --- A model swap ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Warm the session (first runs allocate and pick kernels), start batching, be ready."""
-        await asyncio.to_thread(self.session.warm_up, {1, self.policy.max_batch_size})
-        self.batcher.start()
-        self.ready = True
-        self.metrics.ready.set(1)
+    async def swap(self, path: Path, expected_name: str | None = None) -> Swap:
+        """Load ``path``, check it against the contract (and ``expected_name``), warm it beside
+        the model in service, then put it in service at once. The old one answers the requests
+        that hold it, then its memory goes. A bad file is ModelRefused (400) and changes
+        nothing; SwapInProgress (409) while another swap runs."""
+        if self._swap_lock.locked():
+            raise SwapInProgress("another model is being loaded; retry when it is in service")
+        async with self._swap_lock:
+            if not self.started or self.draining:
+                raise NotReady("the service is starting or shutting down")
+            started = time.perf_counter()
+            session = await asyncio.to_thread(self._load, path, expected_name)
+            loaded = time.perf_counter()
+            model = ServedModel.build(
+                self.settings, session, self.metrics, self.executor, self.admission.capacity
+            )
+            warm_s = await self._warm(model)
+            old, self.model = self.model, model
+            self._announce(model)
+            swap = Swap(old.name, model.name, session.sha256, loaded - started, warm_s)
+            log.info(
+                "swapped %s for %s: loaded and checked in %.2f s, warmed in %.2f s",
+                swap.old, swap.new, swap.load_s, swap.warm_s,
+            )  # fmt: skip
+            task = asyncio.create_task(self._retire(old), name="retire-model")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            return swap
 
-    def begin_shutdown(self) -> None:
-        """A shutdown signal arrived: decodes get only a short while from now on."""
-        self.decoder.begin_shutdown()
+    def reload_in_background(self) -> None:
+        """Swap in the configured model file again (SIGHUP: an operator replaced it); the
+        outcome is logged, a refusal leaves the model in service serving."""
+        task = asyncio.create_task(self._reload(), name="reload-model")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
-    async def stop(self) -> None:
-        """Not ready; then the decode workers (a decode still running must not hold up the
-        exit), the queued batches, and the threads."""
-        self.ready = False
-        self.metrics.ready.set(0)
-        self.decoder.close()
-        await self.batcher.stop()
-        self.executor.shutdown(wait=True)
+    async def _reload(self) -> None:
+        path = self.settings.resolved_model_path
+        log.info("SIGHUP: reloading %s", path)
+        try:
+            await self.swap(path)
+        except ServiceError as exc:
+            log.error("SIGHUP: %s; still serving %s", exc.message, self.model.name)
+
+    def _load(self, path: Path, expected_name: str | None) -> ModelSession:
+        try:
+            session = ModelSession.load(self.settings, path)
+        except StartupError as exc:
+            raise ModelRefused(f"model not swapped: {exc}") from None
+        if expected_name is not None and session.metadata.model_name != expected_name:
+            raise ModelRefused(
+                f"model not swapped: {path} holds model {session.metadata.model_name!r}, "
+                f"not {expected_name!r}"
+            )
+        return session
+
+    async def _warm(self, model: ServedModel) -> float:
+        try:
+            return await model.start()
+        except Exception as exc:  # a graph that loads but cannot run is refused too
+            await model.stop()
+            raise ModelRefused(f"model not swapped: its warm-up failed: {exc}") from None
+
+    async def _retire(self, model: ServedModel) -> None:
+        """Once no request holds ``model`` (at most a request's whole life), stop it."""
+        started = time.perf_counter()
+        # A request holds a model from before its body is read to its answer; both are bounded
+        # by EFFICIENTNET_REQUEST_TIMEOUT_S.
+        if not await model.unused(2 * self.settings.request_timeout_s):
+            log.warning("%d requests still held %s; stopping it", model.users, model.name)
+        await model.stop()
+        log.info("retired %s after %.2f s", model.name, time.perf_counter() - started)
 
     # --- The path of an image -------------------------------------------------------------------
 
-    async def decode(self, data: bytes) -> np.ndarray:
-        """Encoded image → the graph's uint8 input, in a decode worker, within its budgets."""
+    async def decode(self, model: ServedModel, data: bytes) -> np.ndarray:
+        """Encoded image → ``model``'s uint8 input, in a decode worker, within its budgets."""
         started = time.perf_counter()
-        image = await self.decoder.preprocess(data)
+        image = await model.decoder.preprocess(data)
         self.metrics.preprocess.observe(time.perf_counter() - started)
         return image
 
@@ -149,17 +259,18 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, convert, *args)
 
-    async def classify(self, data: bytes, k: int) -> Classification:
-        """One encoded image → its top ``k`` classes; ServiceError (4xx/5xx) if refused."""
-        return await self.within_timeout(self._classify(data, k), "classification")
+    async def classify(self, model: ServedModel, data: bytes, k: int) -> Classification:
+        """One encoded image → ``model``'s top ``k`` classes; ServiceError (4xx/5xx) if
+        refused."""
+        return await self.within_timeout(self._classify(model, data, k), "classification")
 
-    async def _classify(self, data: bytes, k: int) -> Classification:
+    async def _classify(self, model: ServedModel, data: bytes, k: int) -> Classification:
         started = time.perf_counter()
-        image = await self.decode(data)
+        image = await self.decode(model, data)
         decoded = time.perf_counter()
         timing = BatchTiming()
-        probabilities = softmax(await self.batcher.submit(image, timing))
-        labels = self.session.metadata.labels
+        probabilities = softmax(await model.batcher.submit(image, timing))
+        labels = model.session.metadata.labels
         predictions = [
             Prediction(int(i), labels[i], float(probabilities[i])) for i in top_k(probabilities, k)
         ]
@@ -175,18 +286,23 @@ class Pipeline:
         )
 
     async def probabilities(
-        self, images: Sequence[bytes] | Sequence[np.ndarray], name: str = "image"
+        self,
+        model: ServedModel,
+        images: Sequence[bytes] | Sequence[np.ndarray],
+        name: str = "image",
     ) -> np.ndarray:
-        """Each image (encoded bytes, or the graph's uint8 input) → softmax ``[N, classes]``;
+        """Each image (encoded bytes, or ``model``'s uint8 input) → softmax ``[N, classes]``;
         the first refusal fails them all, its message naming the element (``name[i]: ...``)."""
-        work = [self._logits(i, image, name) for i, image in enumerate(images)]
+        work = [self._logits(model, i, image, name) for i, image in enumerate(images)]
         rows = await self.within_timeout(_all_or_nothing(work), "inference")
         return softmax(np.stack(rows))
 
-    async def _logits(self, index: int, image: bytes | np.ndarray, name: str) -> np.ndarray:
+    async def _logits(
+        self, model: ServedModel, index: int, image: bytes | np.ndarray, name: str
+    ) -> np.ndarray:
         if isinstance(image, bytes):
             try:
-                image = await self.decode(image)
+                image = await self.decode(model, image)
             except ServiceError as exc:  # say which element, keep the status (400/413/415)
                 raise ServiceError(
                     f"input '{name}'[{index}]: {exc.message}",
@@ -194,7 +310,7 @@ class Pipeline:
                     code=exc.code,
                     headers=exc.headers,
                 ) from None
-        return await self.batcher.submit(image)
+        return await model.batcher.submit(image)
 
     async def within_timeout(self, work: Awaitable[T], what: str) -> T:
         """``work`` under EFFICIENTNET_REQUEST_TIMEOUT_S; RequestTimeout (504) past it."""

@@ -40,13 +40,16 @@ class ModelSession:
         self.provider: str = self.providers[0]
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelSession:
-        path = settings.resolved_model_path
+    def load(cls, settings: Settings, path: Path | None = None) -> ModelSession:
+        """The configured model file, or ``path`` (a swap): a file named explicitly says its
+        own variant, which EFFICIENTNET_VARIANT, when set, must match."""
+        expected = settings.expected_variant if path is None else settings.variant
+        path = path or settings.resolved_model_path
         data = _read_model(path)
         session = _create_session(data, path, settings)
         metadata = _read_metadata(session, path)
         _check_graph(session, metadata, path)
-        _check_variant(metadata, settings.expected_variant, path)
+        _check_variant(metadata, expected, path)
         model = cls(session, metadata, hashlib.sha256(data).hexdigest(), path)
         model._check_device(settings.device)
         return model

@@ -21,6 +21,7 @@ from service.api.schemas import (
 )
 from service.api.upload import MULTIPART, media_type, read_form, read_single_upload, uploads
 from service.errors import BadRequest, ServiceError, UnsupportedMediaType
+from service.pipeline.model import ServedModel
 from service.pipeline.pipeline import Classification, Pipeline
 from service.pipeline.ranking import DEFAULT_TOP_K
 
@@ -76,9 +77,9 @@ def resolve_top_k(requested: int | None, classes: int) -> int:
     return requested
 
 
-def _response(pipeline: Pipeline, result: Classification) -> ClassifyResponse:
+def _response(model: ServedModel, result: Classification) -> ClassifyResponse:
     return ClassifyResponse(
-        variant=pipeline.session.metadata.variant,
+        variant=model.session.metadata.variant,
         predictions=[Prediction(**vars(p)) for p in result.predictions],
         timing_ms=Timing(**vars(result.timing)),
     )
@@ -95,19 +96,24 @@ async def classify(
     request: Request, pipeline: ReadyPipeline, top_k: TopK = None
 ) -> ClassifyResponse:
     """The image as multipart field `file`, or as the raw body (`image/*` or octet-stream)."""
-    k = resolve_top_k(top_k, pipeline.session.classes)
-    async with admitted(request, pipeline, partial(read_single_upload, request)) as (data, _):
-        return _response(pipeline, await pipeline.classify(data, k))
+    # The model in service now answers the whole request, even if another is swapped in.
+    with pipeline.using() as model:
+        k = resolve_top_k(top_k, model.session.classes)
+        read = partial(read_single_upload, request)
+        async with admitted(request, pipeline, read) as (data, _):
+            return _response(model, await pipeline.classify(model, data, k))
 
 
-async def _classify_one(pipeline: Pipeline, upload: UploadFile, k: int) -> BatchItem:
+async def _classify_one(
+    pipeline: Pipeline, model: ServedModel, upload: UploadFile, k: int
+) -> BatchItem:
     try:
-        result = await pipeline.classify(await upload.read(), k)
+        result = await pipeline.classify(model, await upload.read(), k)
     except ServiceError as exc:
         count(pipeline.metrics, exc.code)
         error = ErrorBody(code=exc.code, message=exc.message)
         return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
-    return BatchItem(filename=upload.filename, result=_response(pipeline, result), status_code=200)
+    return BatchItem(filename=upload.filename, result=_response(model, result), status_code=200)
 
 
 @router.post(
@@ -121,20 +127,26 @@ async def classify_batch(
     request: Request, pipeline: ReadyPipeline, top_k: TopK = None
 ) -> BatchResponse:
     """Several `file` parts; one result per file, in order. A bad file gets its own error entry."""
-    k = resolve_top_k(top_k, pipeline.session.classes)
-    if media_type(request) != MULTIPART:
-        raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
-    limit = pipeline.settings.max_batch_files
+    with pipeline.using() as model:  # every file by the same model
+        k = resolve_top_k(top_k, model.session.classes)
+        if media_type(request) != MULTIPART:
+            raise UnsupportedMediaType("send multipart/form-data with one or more 'file' parts")
+        results = await _classify_files(request, pipeline, model, k)
+    return BatchResponse(variant=model.session.metadata.variant, results=results)
 
+
+async def _classify_files(
+    request: Request, pipeline: Pipeline, model: ServedModel, k: int
+) -> list[BatchItem]:
     # One slot per file, taken once the body is complete (413 past the capacity).
-    read = partial(read_form, request, limit)
+    read = partial(read_form, request, pipeline.settings.max_batch_files)
     async with admitted(request, pipeline, read, lambda form: len(uploads(form))) as (form, _):
         try:
             files = uploads(form)
             if not files:
                 raise BadRequest("multipart upload needs at least one file in the field 'file'")
             # All files at once: they decode in parallel and ride the same batches.
-            items = await asyncio.gather(*(_classify_one(pipeline, u, k) for u in files))
+            work = (_classify_one(pipeline, model, u, k) for u in files)
+            return list(await asyncio.gather(*work))
         finally:
             await form.close()
-    return BatchResponse(variant=pipeline.session.metadata.variant, results=list(items))

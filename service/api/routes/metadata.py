@@ -20,7 +20,8 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
     responses=error_responses(401, 503),
 )
 async def metadata(pipeline: ReadyPipeline) -> MetadataResponse:
-    session, settings, policy = pipeline.session, pipeline.settings, pipeline.policy
+    model, settings = pipeline.model, pipeline.settings
+    session, policy = model.session, model.policy
     meta = session.metadata
     return MetadataResponse(
         name=meta.model_name,
