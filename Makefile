@@ -27,8 +27,12 @@ DOCKERFILE ?= Dockerfile
 HADOLINT_CONFIG ?= docker/hadolint.yaml
 COMPOSE_FILES ?= docker-compose.yml
 COMPOSE_SCHEMA ?= docker/compose-spec.json
-K8S_MANIFESTS ?= $(wildcard deploy/k8s/*.yaml)
+K8S_MANIFESTS ?= $(wildcard deploy/k8s/*.yaml deploy/k8s/prometheus-adapter/*.yaml)
 K8S_VERSION ?= 1.33.0
+# KEDA's ScaledObject is a custom resource: kubernetes-validate has no schema for it (it passes
+# one with a warning), so it is checked against deploy/schemas/, written from KEDA's spec.
+KEDA_MANIFESTS ?= $(wildcard deploy/k8s/alternatives/keda-*.yaml)
+KEDA_SCHEMA ?= deploy/schemas/keda-scaledobject.json
 SHELL_SCRIPTS ?= .ci/run docker/entrypoint.sh docker/export-entrypoint.sh
 
 CHROMIUM ?= /usr/bin/chromium
@@ -154,6 +158,7 @@ lint-compose:
 # --strict rejects unknown fields, so a misspelt key (say `readinessprobe`) fails too.
 lint-k8s:
 	$(BIN)/kubernetes-validate --strict --kubernetes-version $(K8S_VERSION) $(K8S_MANIFESTS)
+	$(BIN)/check-jsonschema --schemafile $(KEDA_SCHEMA) $(KEDA_MANIFESTS)
 
 ci: lint test ## what .ci/run does
 

@@ -218,6 +218,10 @@ services:
     healthcheck:
       test: ["CMD", "efficientnet-healthcheck", "http://127.0.0.1:{port}/readyz"]
       interval: 5s
+  prometheus:
+    network_mode: host
+  grafana:
+    network_mode: host
 # Nothing may create the project's default (bridge) network: it becomes the engine's `host`.
 networks:
   default:
@@ -257,6 +261,15 @@ def check_compose_config(compose: Compose) -> None:
         if devices != [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]:
             raise StepError(f"GPU reservation reads {devices}")
         print("  docker compose config: valid, api reserves 1 nvidia GPU")
+    # The monitoring profile's images come from a registry, which this engine has none of: its
+    # services are only resolved, never started; without the profile they are absent.
+    with step("compose config (monitoring profile)"):
+        default = set(compose("config", "--services", files=False).split())
+        monitoring = compose("--profile", "monitoring", "config", "--services", files=False)
+        added = set(monitoring.split()) - default
+        if added != {"prometheus", "grafana"}:
+            raise StepError(f"the monitoring profile adds {sorted(added)}")
+        print("  docker compose --profile monitoring config: valid, adds prometheus, grafana")
 
 
 def compose_up(compose: Compose, variant: str) -> None:

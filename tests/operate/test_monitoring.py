@@ -9,23 +9,14 @@ import json
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from live_server import Server, free_port, model_env, running_server
+from scrape import MONITORING, ROOT, RULES, query
 
-ROOT = Path(__file__).resolve().parents[2]
-MONITORING = ROOT / "deploy" / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboard.json"
-RULES = MONITORING / "rules.yml"
 OPERATING_DOC = ROOT / "docs" / "operating.md"
-SCRAPE_S = 1  # the test's scrape and rule evaluation interval
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 pytestmark = pytest.mark.slow
 
@@ -85,72 +76,6 @@ def test_docs_list_every_query() -> None:
     doc = OPERATING_DOC.read_text()
     missing = [expr for _, expr in [*dashboard_queries(), *rule_queries()] if expr not in doc]
     assert not missing, f"docs/operating.md lacks {missing}"
-
-
-@pytest.fixture(scope="module")
-def scraped(
-    lite0_onnx: Path, photos: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A service that has answered photos and refusals, scraped by a real Prometheus; its URL."""
-    tmp = tmp_path_factory.mktemp("prometheus")
-    photo = photos["chelsea"].path.read_bytes()
-    with running_server(model_env(lite0_onnx), tmp / "service.log") as server:
-        traffic(server, photo)
-        config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
-        every = f"{SCRAPE_S}s"
-        config["global"] = {"scrape_interval": every, "evaluation_interval": every}
-        config["rule_files"] = [str(RULES)]
-        target = server.url.removeprefix("http://")
-        config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        argv = [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-        with (tmp / "prometheus.log").open("w") as log:
-            prometheus = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_samples(url, server, photo)
-            yield url
-        finally:
-            prometheus.terminate()
-            prometheus.wait(30)
-
-
-def traffic(server: Server, photo: bytes) -> None:
-    """Photos (batches and latencies), and refusals of two kinds (errors by code)."""
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        for _ in range(10):
-            assert client.post("/classify", content=photo).status_code == 200
-        assert client.post("/classify", content=b"not an image").status_code in (400, 415)
-        bad = client.post("/classify", content=b"x", headers={"content-type": "text/plain"})
-        assert bad.status_code == 415
-
-
-def wait_for_samples(url: str, server: Server, photo: bytes, seconds: float = 60) -> None:
-    """Until the rate windows hold enough scrapes (traffic keeps coming meanwhile)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        traffic(server, photo)
-        try:
-            result = query(url, "count_over_time(efficientnet_ready[1m])")
-        except httpx.HTTPError:
-            result = []
-        if result and float(result[0]["value"][1]) >= 6:
-            return
-        time.sleep(SCRAPE_S)
-    raise AssertionError("Prometheus did not scrape the service in time")
-
-
-def query(url: str, expr: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
-    body = response.json()
-    assert response.status_code == 200 and body["status"] == "success", (expr, body)
-    return body["data"]["result"]
 
 
 @pytest.mark.parametrize("name,expr", dashboard_queries() + rule_queries())

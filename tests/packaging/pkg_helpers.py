@@ -8,9 +8,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # The venv running these tests holds the linters (the `dev` extra), whatever its path.
@@ -25,7 +29,7 @@ MAKEFILE_KNOBS = {
     "PYTHON", "VENV", "VARIANT", "MODEL_DIR", "HOST", "PORT", "PYTEST_ARGS", "BENCH_ARGS",
     "SOAK_ARGS",
     "RUFF_PATHS", "DOCKERFILE", "HADOLINT_CONFIG", "COMPOSE_FILES", "COMPOSE_SCHEMA",
-    "K8S_MANIFESTS", "K8S_VERSION", "SHELL_SCRIPTS", "CHROMIUM",
+    "K8S_MANIFESTS", "K8S_VERSION", "KEDA_MANIFESTS", "KEDA_SCHEMA", "SHELL_SCRIPTS", "CHROMIUM",
 }  # fmt: skip
 
 
@@ -112,5 +116,36 @@ def load_yaml_all(paths: list[Path]) -> list[dict[str, Any]]:
     return docs
 
 
+K8S = ROOT / "deploy" / "k8s"
+
+
 def k8s_manifests() -> list[Path]:
-    return sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+    """What `kubectl apply -f deploy/k8s/` applies: the folder's own files, not its sub-folders."""
+    return sorted(K8S.glob("*.yaml"))
+
+
+def k8s_alternatives() -> list[Path]:
+    """Manifests that replace a default one (deploy/k8s/alternatives/), applied by hand."""
+    return sorted((K8S / "alternatives").glob("*.yaml"))
+
+
+def k8s_by_kind(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """The one document of each kind in ``paths`` (a second one of a kind fails)."""
+    docs = load_yaml_all(paths)
+    kinds = [d["kind"] for d in docs]
+    assert len(kinds) == len(set(kinds)), f"more than one of a kind in {kinds}"
+    return {d["kind"]: d for d in docs}
+
+
+def pod_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The service's Settings in a pod of deploy/k8s: its defaults plus deploy/k8s/
+    configmap.yaml's values, with this machine's own EFFICIENTNET_* variables left out."""
+    from service.config import ENV_PREFIX, load_settings
+
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    (configmap,) = [d for d in load_yaml_all(k8s_manifests()) if d["kind"] == "ConfigMap"]
+    for name, value in configmap["data"].items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
