@@ -24,6 +24,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 30
+# /readyz answers 503 this soon after SIGTERM: the service's promise for a drain, measured
+# under load by tests/operate/test_drain.py and counted on by the manifests' probe timings.
+READY_DROP_S = 0.1
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

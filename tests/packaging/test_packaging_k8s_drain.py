@@ -9,12 +9,10 @@ import copy
 from typing import Any
 
 import pytest
+from live_server import READY_DROP_S
 from pkg_helpers import k8s_by_kind, k8s_manifests, pod_settings
 
 from service.config import Settings
-
-# /readyz answers 503 this soon after SIGTERM: the service's promise for a drain.
-READY_DROP_S = 0.1
 
 DEPLOYMENT = k8s_by_kind(k8s_manifests())["Deployment"]
 
@@ -23,9 +21,10 @@ def longest_drain_s(settings: Settings) -> float:
     """From SIGTERM to the last connection closed, at worst. uvicorn lets every request in
     progress finish: one still receiving its body has the request timeout for the body (the edge's
     body guard), then the request timeout again to be classified (the pipeline's own deadline);
-    one whose body is cut at its deadline (408) lingers up to linger_s before its close."""
+    one whose body is cut at its deadline (408) lingers up to linger_s before its close. Before
+    all that, EFFICIENTNET_DRAIN_DELAY_S of serving while not ready (0 here: preStop does it)."""
     timeout = settings.request_timeout_s
-    return max(timeout + timeout, timeout + settings.linger_s)
+    return settings.drain_delay_s + max(timeout + timeout, timeout + settings.linger_s)
 
 
 def shutdown_problems(deployment: dict[str, Any], settings: Settings) -> list[str]:
