@@ -6,13 +6,15 @@ The arithmetic, in words, is the comment above terminationGracePeriodSeconds."""
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import pytest
+import yaml
 from live_server import READY_DROP_S
-from pkg_helpers import k8s_by_kind, k8s_manifests, pod_settings
+from pkg_helpers import ROOT, k8s_by_kind, k8s_manifests, pod_settings
 
-from service.config import Settings
+from service.config import ENV_PREFIX, Settings, load_settings
 
 DEPLOYMENT = k8s_by_kind(k8s_manifests())["Deployment"]
 
@@ -80,3 +82,15 @@ def test_a_mistimed_deployment_is_refused(
     node[path[-1]] = value
     problems = shutdown_problems(broken, pod_settings(monkeypatch))
     assert any(expected in p for p in problems), problems
+
+
+def test_compose_gives_the_drain_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker compose stop waits stop_grace_period before SIGKILL: the longest drain of the
+    service's defaults must fit (compose passes no timeout or linger settings)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    grace = compose["x-api"]["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    assert float(grace[:-1]) >= longest_drain_s(load_settings()), grace
