@@ -146,14 +146,18 @@ class Settings(BaseSettings):
         Both default to the cores this process may use: inference and decoding take turns on
         them (onnxruntime's threads do not spin: pipeline/session.py), so neither side idles a core.
         Each preprocessing thread has a decode worker *process* (pipeline/decode/workers.py), so
-        that default is capped: a pod limited to 2 CPUs on a 64-core node must not fork 64.
+        that default is capped: a pod limited to 2 CPUs on a 64-core node must not fork 64. It
+        is at least 2 even on one CPU: expensive decodes may hold every worker but one
+        (pipeline/decode/decoder.py), so only with two does a cheap upload always find one.
         """
         cores = usable_cores()
-        preprocess = self.preprocess_threads or min(cores, MAX_DEFAULT_DECODE_WORKERS)
+        default = min(max(cores, MIN_DEFAULT_DECODE_WORKERS), MAX_DEFAULT_DECODE_WORKERS)
+        preprocess = self.preprocess_threads or default
         return (preprocess, self.intra_op_threads or cores)
 
 
-# The default's ceiling on decode worker processes (~36 MiB resident each once used).
+# The default's bounds on decode worker processes (~36 MiB resident each once used).
+MIN_DEFAULT_DECODE_WORKERS = 2
 MAX_DEFAULT_DECODE_WORKERS = 8
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 

@@ -54,6 +54,23 @@ def big_rgba_png(width: int = 8000, height: int = 6249) -> bytes:
     return png_file(ihdr, b"".join(parts))
 
 
+def rle8_bmp(side: int = BOMB_SIDE, run: int = 24) -> bytes:
+    """A valid 8-bit grey BMP of side×side in vertical stripes, run-length encoded (BI_RLE8) in
+    runs of ``run`` pixels: 2 bytes a run, ~4 MB at the defaults.
+
+    Pillow decodes RLE in Python, a loop step per run: this one takes seconds, within every
+    limit (the pixel limit, the upload limit, the decode time budget).
+    """
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    runs = [(min(run, side - x), (x // run * 37) % 256) for x in range(0, side, run)]
+    row = b"".join(bytes(r) for r in runs) + b"\x00\x00"  # the runs, end of line
+    pixels = row * side + b"\x00\x01"  # end of bitmap
+    info = struct.pack("<IiiHHIIiiII", 40, side, side, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    head = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return head + info + palette + pixels
+
+
 def _s15(value: float) -> bytes:
     return struct.pack(">i", round(value * 65536))
 

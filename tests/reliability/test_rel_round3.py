@@ -1,18 +1,23 @@
 """Hostile inputs, round three, against the real ``python -m service``: float images are read
 as image tools read them (or refused by name, never answered as black), HTTP/1.1 without
-exactly one Host field is a 400, and a chunked body's extensions and trailers are bounded;
-honest photos keep being served."""
+exactly one Host field is a 400, a chunked body's extensions and trailers are bounded, and
+expensive decodes leave a decode worker to cheap uploads; honest photos keep being served."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from decode_attacks import rle8_bmp
 from edge_helpers import (
     AnswerReader,
     Pusher,
@@ -21,9 +26,9 @@ from edge_helpers import (
     read_until_closed,
     small_photo,
 )
-from live_server import Server
+from live_server import Server, model_env, running_server
 from PIL import Image
-from reliability_helpers import assert_error_shape
+from reliability_helpers import assert_classification, assert_error_shape
 
 
 def tiff(image: Image.Image) -> bytes:
@@ -167,3 +172,69 @@ def test_honest_chunked_uploads_with_trailers_and_extensions_pass(served: Server
         answer = AnswerReader(sock).next(timeout_s=30)
     assert answer.status == 200, answer
     assert json.loads(answer.body)["predictions"], answer
+
+
+# Expensive but legal uploads sent at once, more than the server's two decode workers: 7000x7000
+# RLE BMPs of 16-pixel runs (6 MB; Pillow decodes RLE in Python: ~2.9 s each on the idle
+# machine, within the 10 s decode budget).
+EXPENSIVE_UPLOADS = 4
+# An honest photo's bound meanwhile. Its own decode and inference take ~0.1 s; without a lane
+# it waited for two of those decodes (over 5 s).
+HONEST_WITHIN_S = 3.0
+BMP, JPEG = {"content-type": "image/bmp"}, {"content-type": "image/jpeg"}
+
+
+@pytest.fixture(scope="module")
+def patient(lite0_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The default decode limits, and a request timeout long enough for the expensive uploads
+    to decode one after another (~12 s on the idle machine, more on a loaded one)."""
+    env = model_env(lite0_onnx, EFFICIENTNET_REQUEST_TIMEOUT_S="90")
+    with running_server(env, tmp_path_factory.mktemp("patient") / "server.log") as server:
+        yield server
+
+
+def test_expensive_decodes_leave_a_worker_to_honest_photos(
+    patient: Server, photos: dict[str, Any]
+) -> None:
+    expensive = rle8_bmp(run=16)
+    answers: list[httpx.Response | None] = [None] * EXPENSIVE_UPLOADS
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=patient.url, timeout=120) as client:
+            answers[i] = client.post("/classify", content=expensive, headers=BMP)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(EXPENSIVE_UPLOADS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # the expensive uploads in first
+    honest: list[tuple[str, float, httpx.Response]] = []
+    with httpx.Client(base_url=patient.url, timeout=60) as client:
+        for name in itertools.cycle(photos):
+            if len(honest) >= len(photos) and not any(t.is_alive() for t in threads):
+                break
+            sent = time.monotonic()
+            photo = photos[name].path.read_bytes()
+            response = client.post("/classify", content=photo, headers=JPEG)
+            honest.append((name, time.monotonic() - sent, response))
+            time.sleep(0.25)  # a client's pace
+    for thread in threads:
+        thread.join()
+    expensive_s = time.monotonic() - started
+    slowest = max(seconds for _, seconds, _ in honest)
+    print(f"{EXPENSIVE_UPLOADS} RLE BMPs ({len(expensive) / 2**20:.1f} MiB each): "
+          f"{[a.status_code if a else None for a in answers]} after {expensive_s:.1f} s; "
+          f"{len(honest)} honest photos meanwhile, slowest {slowest:.2f} s")  # fmt: skip
+    for name, seconds, response in honest:
+        assert response.status_code == 200, (name, response.text[:300])
+        assert_classification(response.json(), 5)
+        assert response.json()["predictions"][0]["index"] in photos[name].expected, name
+        assert seconds < HONEST_WITHIN_S, (name, seconds)
+    for answer in answers:
+        assert answer is not None
+        if answer.status_code == 200:  # a loaded machine may take it past the decode budget
+            assert_classification(answer.json(), 5)
+        else:
+            assert assert_error_shape(answer, {422}) == "decode_too_expensive", answer.text
+    assert any(a is not None and a.status_code == 200 for a in answers), answers
+    patient.assert_alive()

@@ -1,5 +1,6 @@
-"""One memory budget for every decode in progress, reserved from each upload's header estimate
-(checks.py) before its decode starts and released when its worker is done."""
+"""What a decode reserves before it starts and gives back when its worker is done: its memory,
+out of one budget for every decode in progress (estimated from its header, checks.py), and, for
+an expensive upload, one of the expensive lane's slots (decoder.py)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ from service.pipeline.decode.checks import DecodePlan
 BUDGET_AGING_S = 1.0
 
 
-class DecodeBudget:
-    """Bytes of decode memory in use, out of a total; a reservation waits until it fits.
+class Budget:
+    """Units in use out of a total (bytes of memory, or slots); a reservation waits until it fits.
 
     First fit in arrival order, so a big image waiting does not hold up small ones; but once a
     waiter has waited ``aging_s``, nobody behind it is served first, so a steady stream of small
-    images cannot starve a big one until its request times out.
+    images cannot starve a big one until its request times out. Reserved one unit at a time
+    (the lane's slots), first fit is first come, first served.
 
-    Waiting happens on the event loop; ``try_acquire`` may be called from a decode thread, so
-    the amount free is changed under a lock.
+    Waiting happens on the event loop; ``try_take`` may be called from a decode thread, so the
+    amount free is changed under a lock.
     """
 
     def __init__(
@@ -41,26 +43,16 @@ class DecodeBudget:
         self._waiters: list[_Waiter] = []  # in arrival order
         self._lock = threading.Lock()
 
-    async def acquire(self, plan: DecodePlan) -> None:
-        """Reserve ``plan``'s memory, waiting until it fits; 413 if it never could."""
-        amount = plan.memory_bytes
-        if amount > self.total:
-            raise ImageTooLarge(
-                f"decoding this {plan.width}x{plan.height} {plan.mode} image takes about "
-                f"{amount // MiB} MiB, over the decode memory limit of {self.total // MiB} MiB"
-            )
-        await self._acquire(amount)
-
-    def try_acquire(self, plan: DecodePlan) -> bool:
-        """Reserve ``plan``'s memory only if that needs no wait (any thread); False otherwise,
-        and the caller takes ``acquire``'s path (which also gives the 413)."""
+    def try_take(self, amount: int) -> bool:
+        """Reserve ``amount`` only if that needs no wait (any thread); False otherwise, and the
+        caller waits in ``take`` on the event loop, holding no thread meanwhile."""
         with self._lock:
-            return self._take_now(plan.memory_bytes)
+            return self._take_now(amount)
 
-    def release(self, plan: DecodePlan) -> None:
-        """On the event loop: the memory is free again, and waiters that now fit go."""
+    def give(self, amount: int) -> None:
+        """On the event loop: ``amount`` is free again, and waiters that now fit go."""
         with self._lock:
-            self.free += plan.memory_bytes
+            self.free += amount
         self._wake()
 
     def _take_now(self, amount: int) -> bool:
@@ -69,7 +61,8 @@ class DecodeBudget:
             return True
         return False
 
-    async def _acquire(self, amount: int) -> None:
+    async def take(self, amount: int) -> None:
+        """On the event loop: reserve ``amount``, waiting until it fits (at most ``total``)."""
         self._wake()  # an aged waiter may have become due: it goes first
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -102,6 +95,32 @@ class DecodeBudget:
                     waiter.future.set_result(None)
                 elif now - waiter.since >= self.aging_s:
                     return  # it has waited long enough: nobody behind it goes first
+
+
+class DecodeBudget(Budget):
+    """Bytes of decode memory in use, reserved from each upload's plan."""
+
+    def check(self, plan: DecodePlan) -> None:
+        """413 now if ``plan``'s memory could never fit, rather than after a wait."""
+        if plan.memory_bytes > self.total:
+            raise ImageTooLarge(
+                f"decoding this {plan.width}x{plan.height} {plan.mode} image takes about "
+                f"{plan.memory_bytes // MiB} MiB, over the decode memory limit of "
+                f"{self.total // MiB} MiB"
+            )
+
+    async def acquire(self, plan: DecodePlan) -> None:
+        """Reserve ``plan``'s memory, waiting until it fits; 413 if it never could."""
+        self.check(plan)
+        await self.take(plan.memory_bytes)
+
+    def try_acquire(self, plan: DecodePlan) -> bool:
+        """Reserve ``plan``'s memory only if that needs no wait (any thread)."""
+        return self.try_take(plan.memory_bytes)
+
+    def release(self, plan: DecodePlan) -> None:
+        """On the event loop: the memory is free again."""
+        self.give(plan.memory_bytes)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Runs in the server process on the header alone (Pillow's ``open`` reads no pixel data) and on a
 cheap walk of the file's structure, so that an upload too expensive to decode is refused without
-spending a worker on it, and workers.py can reserve its memory before decoding.
+spending a worker on it, budget.py can reserve its memory before decoding, and decoder.py knows
+whether it is expensive (cost.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PIL import Image
 
 from model_contract.pixels import STRIP_ROWS
 from service.errors import DecodeTooExpensive
+from service.pipeline.decode.cost import EXPENSIVE_DECODE_S, decode_seconds
 from service.pipeline.decode.image import DRAFT_HEADROOM, decoding_errors, open_image
 
 # A progressive JPEG is decoded scan by scan, each scan touching every block of the image: a
@@ -41,12 +43,19 @@ _STANDALONE = {0x01, 0xD8, 0xD9, *range(0xD0, 0xD8)}
 
 @dataclass(frozen=True)
 class DecodePlan:
-    """What decoding an upload will hold at its peak, estimated from its header."""
+    """What decoding an upload will hold at its peak and how long it will take, estimated from
+    its header."""
 
     width: int
     height: int
     mode: str
     memory_bytes: int
+    decode_s: float = 0.0
+
+    @property
+    def expensive(self) -> bool:
+        """Too slow for the lane kept for cheap uploads (cost.py)."""
+        return self.decode_s > EXPENSIVE_DECODE_S
 
 
 def _bytes_per_pixel(mode: str) -> int:
@@ -110,8 +119,9 @@ def png_chunk_count(data: bytes, limit: int) -> int:
     return count
 
 
-def check_structure(data: bytes, pixels: int) -> None:
-    """Refuse files whose structure alone makes them too expensive to decode (422)."""
+def check_structure(data: bytes, pixels: int) -> int:
+    """Refuse files whose structure alone makes them too expensive to decode (422); returns a
+    JPEG's scan count (0 for other formats), which the time estimate reads."""
     if data.startswith(b"\xff\xd8"):
         scans = jpeg_scan_count(data)
         if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
@@ -120,10 +130,12 @@ def check_structure(data: bytes, pixels: int) -> None:
                 f"{MAX_JPEG_SCANS} scans and {MAX_JPEG_SCAN_PIXELS} pixels x scans: "
                 "progressive encoders write about 10"
             )
-    elif data.startswith(_PNG_SIGNATURE) and png_chunk_count(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
+        return scans
+    if data.startswith(_PNG_SIGNATURE) and png_chunk_count(data, MAX_PNG_CHUNKS) > MAX_PNG_CHUNKS:
         raise DecodeTooExpensive(
             f"PNG has over {MAX_PNG_CHUNKS} chunks; encoders write a few thousand at most"
         )
+    return 0
 
 
 def _orientation(img: Image.Image) -> int:
@@ -170,10 +182,11 @@ def plan_decode(data: bytes, max_pixels: int, draft_to: int | None) -> DecodePla
     """Header and structure checks; raises ServiceError 400/413/415/422 for a refusal."""
     img = open_image(data, max_pixels)
     full_size = img.size
-    check_structure(data, full_size[0] * full_size[1])
+    scans = check_structure(data, full_size[0] * full_size[1])
     # A header Pillow opened can still hold surprises for the estimate: a bad file is a 400.
     with decoding_errors():
+        seconds = decode_seconds(img, len(data), scans)  # of the full size: before the draft
         if draft_to and img.format == "JPEG":
             side = draft_to * DRAFT_HEADROOM
             img.draft(img.mode, (side, side))  # only sets the size and mode the decode will give
-        return DecodePlan(*full_size, img.mode, _estimate(img, full_size))
+        return DecodePlan(*full_size, img.mode, _estimate(img, full_size), seconds)

@@ -10,11 +10,13 @@ The path of an upload (decoder.py drives it, in one trip to a decode thread):
 
 1. ``plan_decode`` (checks.py) reads the header and the file's structure in a
    thread of the server: refusals that need no pixels (413 pixel limit, 422 too many scans)
-   cost no worker, and the plan says how much memory the decode will hold.
+   cost no worker, and the plan says how much memory the decode will hold and whether it is
+   expensive (cost.py: over ~0.5 s).
 2. ``DecodeBudget`` (budget.py) reserves that memory out of EFFICIENTNET_DECODE_MEMORY_MB
    before the decode starts: two big images wait for each other instead of doubling the peak
    (a small one may pass a waiting big one, until that has waited a second); one bigger than
-   the whole budget gets 413 at once.
+   the whole budget gets 413 at once. An expensive upload first takes a slot of the expensive
+   lane: expensive decodes hold every worker but one, so cheap uploads always have one.
 3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
    answers with the model's small uint8 input (150 kB at 224², never the decoded image); both
    cross through the worker's shared-memory region (channel.py). Past
