@@ -63,10 +63,11 @@ log = logging.getLogger("service.decoding")
 # the request gets 413; the bound is on every worker, whatever the estimate said.
 WORKER_SLACK_BYTES = 256 * MiB
 # On SIGTERM uvicorn lets requests in progress finish. Decodes running or queued then have this
-# long after the signal, all together: photos up to ~12 MP decode well within it, so the drain
+# long after the signal, all together: a queue of a few dozen photos decodes within it even on a
+# slow 2-core machine (40 1800x1200 PNGs queued at once took 2.0-2.5 s there), so the drain
 # completes; a slower decode is cut (503, retry elsewhere) rather than holding the exit for up
 # to EFFICIENTNET_DECODE_TIMEOUT_S.
-SHUTDOWN_DECODE_S = 2.0
+SHUTDOWN_DECODE_S = 5.0
 # How often a waiting thread looks whether a shutdown has shortened its deadline.
 _WAIT_SLICE_S = 0.25
 
