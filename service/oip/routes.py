@@ -231,9 +231,9 @@ def _check_model(request: Request, name: str, version: str | None) -> str:
     return served
 
 
-def _is_ready(request: Request) -> bool:
+async def _is_ready(request: Request) -> bool:
     pipeline = current_pipeline(request)
-    return pipeline is not None and pipeline.ready
+    return pipeline is not None and await pipeline.check_ready()
 
 
 # Public (no API key), like /healthz and /readyz: the probes and discovery routes (health,
@@ -255,7 +255,7 @@ async def live() -> Response:
     },
 )
 async def ready(request: Request) -> Response:
-    is_ready = _is_ready(request)
+    is_ready = await _is_ready(request)
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
@@ -278,7 +278,7 @@ async def model_ready(
     request: Request, model_name: str, model_version: str | None = None
 ) -> Response:
     name = _check_model(request, model_name, model_version)
-    is_ready = _is_ready(request)
+    is_ready = await _is_ready(request)
     return json_response({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
 

@@ -122,6 +122,14 @@ class Pipeline:
         """What /readyz says: warm, batching, and not draining for a shutdown."""
         return self.started and not self.draining
 
+    async def check_ready(self) -> bool:
+        """``ready``, and the decode workers alive: one that died idle is replaced now (in a
+        thread: a fork), so readiness fails only when no worker can be started."""
+        if not self.ready:
+            return False
+        pool = self.model.decoder.pool
+        return pool.all_alive() or await asyncio.to_thread(pool.revive)
+
     def using(self) -> AbstractContextManager[ServedModel]:
         """The model in service now, held until the block ends: a swap meanwhile does not
         retire it under the request."""

@@ -1,10 +1,12 @@
 """Readiness that means ready, and a drain that drops nothing, against the real process: under
 load, SIGTERM turns /readyz to 503 at once while requests are still served for
 EFFICIENTNET_DRAIN_DELAY_S, then every accepted request is answered and the process exits 0
-within what the Kubernetes manifest gives it."""
+within what the Kubernetes manifest gives it. A decode worker killed while idle is replaced by
+the next probe, not left for an upload to find."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -16,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from live_server import READY_DROP_S, ROOT, model_env, start_server
+from live_server import READY_DROP_S, ROOT, model_env, running_server, start_server
 from photos import Photo
 
 pytestmark = pytest.mark.slow
@@ -86,8 +88,7 @@ def test_sigterm_under_load_unready_at_once_answers_everything_and_exits_0(
     body = photos["chelsea"].path.read_bytes()
     log, stop = Log(), threading.Event()
     threads = [
-        threading.Thread(target=_client, args=(server.url, body, stop, log))
-        for _ in range(CLIENTS)
+        threading.Thread(target=_client, args=(server.url, body, stop, log)) for _ in range(CLIENTS)
     ]
     threads.append(threading.Thread(target=_prober, args=(urlsplit(server.url).port, stop, log)))
     try:
@@ -126,3 +127,34 @@ def test_sigterm_under_load_unready_at_once_answers_everything_and_exits_0(
     assert any(s == 503 for _, s in probes), probes
     assert code == 0, server.log_text()[-3000:]
     assert exited_s < _grace_left_s(), (exited_s, _grace_left_s())
+
+
+def _decode_workers(server_pid: int) -> list[int]:
+    """The forkserver's children: the decode workers."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    (forkserver,) = [
+        int(pid) for pid in children if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    return [
+        int(p) for p in Path(f"/proc/{forkserver}/task/{forkserver}/children").read_text().split()
+    ]
+
+
+def test_a_worker_killed_while_idle_is_replaced_by_the_next_probe(
+    lite0_onnx: Path, tmp_path: Path, photos: dict[str, Photo]
+) -> None:
+    with running_server(model_env(lite0_onnx), tmp_path / "server.log") as server:
+        before = _decode_workers(server.pid)
+        assert len(before) == 2, before
+        os.kill(before[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{before[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the forkserver has reaped it
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        after = _decode_workers(server.pid)
+        assert len(after) == 2 and before[0] not in after and before[1] in after, (before, after)
+        assert "died idle: replaced" in server.log_text()
+        response = httpx.post(
+            f"{server.url}/classify", files={"file": photos["coffee"].path.read_bytes()}, timeout=30
+        )
+        assert response.json()["predictions"][0]["index"] in photos["coffee"].expected

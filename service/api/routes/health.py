@@ -1,4 +1,5 @@
-"""The probes: ``/healthz`` (the process is alive) and ``/readyz`` (the model is loaded and warm).
+"""The probes: ``/healthz`` (the process is alive) and ``/readyz`` (the model is loaded and warm,
+the decode workers alive, not draining).
 
 Public (no API key), so probes and load balancers need no secret: these two, the /v2 probes and
 discovery routes (service/oip/routes.py), the page and the API description (/, /docs,
@@ -35,9 +36,8 @@ async def readyz(request: Request) -> Response:
     pipeline = current_pipeline(request)
     if pipeline is None:
         return JSONResponse(ReadyResponse(ready=False).model_dump(), status_code=503)
+    ready = await pipeline.check_ready()
     body = ReadyResponse(
-        ready=pipeline.ready,
-        variant=pipeline.session.metadata.variant,
-        provider=pipeline.session.provider,
+        ready=ready, variant=pipeline.session.metadata.variant, provider=pipeline.session.provider
     )
-    return JSONResponse(body.model_dump(), status_code=200 if pipeline.ready else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

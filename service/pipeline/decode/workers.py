@@ -29,6 +29,7 @@ a replacement starts in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import queue
@@ -186,6 +187,32 @@ class DecodePool:
             if self._closed:
                 return worker
         return self._spawn()
+
+    def all_alive(self) -> bool:
+        """Whether every worker process is running (a few waitpid calls: cheap on the loop)."""
+        with self._lock:
+            workers = list(self._workers)
+        return all(w.process.is_alive() for w in workers)
+
+    def revive(self) -> bool:
+        """Replace the idle workers that died (the OOM killer, a signal) now, not at the next
+        upload; False if one could not be started. Busy ones are the uploads' business."""
+        held: list[_Worker] = []
+        with contextlib.suppress(queue.Empty):
+            while len(held) < self._limits.workers:
+                held.append(self._idle.get_nowait())
+        try:
+            for i, worker in enumerate(held):
+                if not worker.process.is_alive():
+                    log.warning("decode worker %s died idle: replaced", worker.process.pid)
+                    held[i] = self._replace(worker)
+        except OSError as exc:  # fork failed: out of memory or processes
+            log.error("cannot start a decode worker: %s", exc)
+            return False
+        finally:
+            for worker in held:
+                self._idle.put(worker)
+        return True
 
     def run(self, data: bytes) -> np.ndarray:
         """Decode ``data`` in a worker: the model input, or the ServiceError it raised."""
