@@ -31,6 +31,7 @@ from service.oip import routes as oip
 from service.pipeline.decode.image import configure_pillow
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.session import ModelSession
+from service.request_id import RequestIdMiddleware
 
 log = logging.getLogger("service")
 
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     describe_auth(app, settings.api_key is not None)
     known = [path for path in route_paths(app) if "{" not in path]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
+    # Outermost of ours: every answer above, the body limiter's 413s included, has its id.
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

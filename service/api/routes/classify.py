@@ -23,6 +23,7 @@ from service.api.upload import MULTIPART, media_type, read_form, read_single_upl
 from service.errors import BadRequest, ServiceError, UnsupportedMediaType
 from service.pipeline.pipeline import Classification, Pipeline
 from service.pipeline.ranking import DEFAULT_TOP_K
+from service.request_id import request_id_of
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -100,12 +101,14 @@ async def classify(
         return _response(pipeline, await pipeline.classify(data, k))
 
 
-async def _classify_one(pipeline: Pipeline, upload: UploadFile, k: int) -> BatchItem:
+async def _classify_one(
+    pipeline: Pipeline, upload: UploadFile, k: int, request_id: str
+) -> BatchItem:
     try:
         result = await pipeline.classify(await upload.read(), k)
     except ServiceError as exc:
         count(pipeline.metrics, exc.code)
-        error = ErrorBody(code=exc.code, message=exc.message)
+        error = ErrorBody(code=exc.code, message=exc.message, request_id=request_id)
         return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
     return BatchItem(filename=upload.filename, result=_response(pipeline, result), status_code=200)
 
@@ -134,7 +137,10 @@ async def classify_batch(
             if not files:
                 raise BadRequest("multipart upload needs at least one file in the field 'file'")
             # All files at once: they decode in parallel and ride the same batches.
-            items = await asyncio.gather(*(_classify_one(pipeline, u, k) for u in files))
+            request_id = request_id_of(request.scope)
+            items = await asyncio.gather(
+                *(_classify_one(pipeline, u, k, request_id) for u in files)
+            )
         finally:
             await form.close()
     return BatchResponse(variant=pipeline.session.metadata.variant, results=list(items))
