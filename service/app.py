@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from service.pipeline.decode.image import configure_pillow
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.session import ModelSession
 from service.request_id import RequestIdMiddleware
+from service.tracing import configure_tracing
 
 log = logging.getLogger("service")
 
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
     # Outermost of ours: every answer above, the body limiter's 413s included, has its id.
     app.add_middleware(RequestIdMiddleware)
+    # Off unless OTEL_* asks; on, the request's span wraps all of the above.
+    configure_tracing(app, os.environ)
     return app
 
 
@@ -97,10 +101,10 @@ def _app_for_uvicorn() -> FastAPI:
     try:
         settings = load_settings()
         session = ModelSession.load(settings)
+        return create_app(settings, session=session)
     except StartupError as exc:
         print(f"efficientnet-serve: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return create_app(settings, session=session)
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from service.config import BatchPolicy, MiB, Settings
 from service.errors import RequestTimeout, ServiceError
 from service.metrics import Metrics
+from service.pipeline import spans
 from service.pipeline.admission import Admission
 from service.pipeline.batcher import Batcher, BatchTiming
 from service.pipeline.decode.decoder import Decoder
@@ -139,10 +140,11 @@ class Pipeline:
 
     async def decode(self, data: bytes) -> np.ndarray:
         """Encoded image → the graph's uint8 input, in a decode worker, within its budgets."""
-        started = time.perf_counter()
-        image = await self.decoder.preprocess(data)
-        self.metrics.preprocess.observe(time.perf_counter() - started)
-        return image
+        with spans.stage(spans.DECODE):
+            started = time.perf_counter()
+            image = await self.decoder.preprocess(data)
+            self.metrics.preprocess.observe(time.perf_counter() - started)
+            return image
 
     async def to_pixels(self, convert: Callable[..., T], *args: Any) -> T:
         """A CPU-bound conversion of request tensors, off the event loop."""
