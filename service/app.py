@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.errors import install_handlers
-from service.api.openapi import describe_auth, route_paths
+from service.api.openapi import describe, route_paths
 from service.api.routes import classify, health, metadata, page
 from service.config import Settings, load_settings
 from service.edge.body_limit import BodyLimitMiddleware, BodyRate
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
         metrics=app.state.metrics,
         rate=BodyRate(settings.min_body_rate, settings.body_rate_grace_s),
     )
-    describe_auth(app, settings.api_key is not None)
+    describe(app, settings.api_key is not None)
     known = [path for path in route_paths(app) if "{" not in path]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
     # Outermost of ours: every answer above, the body limiter's 413s included, has its id.

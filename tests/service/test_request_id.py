@@ -113,3 +113,20 @@ async def test_the_503_before_the_model_is_ready_carries_the_id(
         )
     assert assert_error(response, 503, "not_ready")["request_id"] == "w-1"
     assert response.headers.get_list("x-request-id") == ["w-1"]
+
+
+@session_loop
+async def test_the_openapi_schema_describes_the_header_and_the_body_field(
+    lite0: httpx.AsyncClient,
+) -> None:
+    schema = (await lite0.get("/openapi.json")).json()
+    header = schema["components"]["headers"]["X-Request-ID"]
+    pattern = re.compile(header["schema"]["pattern"])
+    assert pattern.search("caller-1.a:b") and not pattern.search("a b")
+    assert not pattern.search("a" * (MAX_LENGTH + 1))
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                assert "X-Request-ID" in response.get("headers", {}), (path, method, status)
+    error = schema["components"]["schemas"]["ErrorBody"]
+    assert set(error["required"]) == {"code", "message", "request_id"}
