@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         # Load before binding the port: a bad model is one clear line and exit code 2,
         # not a traceback from inside uvicorn's lifespan.
         session = ModelSession.load(settings)
+        app = create_app(settings, session=session)  # a bad OTEL_* value is refused here
     except StartupError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, session=session)
     config = uvicorn_config(
         app, settings, host=settings.host, port=settings.port, access_log=args.access_log
     )

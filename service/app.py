@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.errors import install_handlers
-from service.api.openapi import describe_auth, route_paths
+from service.api.openapi import describe, route_paths
 from service.api.routes import classify, health, metadata, page
 from service.config import Settings, load_settings
 from service.edge.body_limit import BodyLimitMiddleware, BodyRate
@@ -32,6 +33,8 @@ from service.oip import routes as oip
 from service.pipeline.decode.image import configure_pillow
 from service.pipeline.pipeline import Pipeline
 from service.pipeline.session import ModelSession
+from service.request_id import RequestIdMiddleware
+from service.tracing import configure_tracing
 
 log = logging.getLogger("service")
 
@@ -88,9 +91,13 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
         metrics=app.state.metrics,
         rate=BodyRate(settings.min_body_rate, settings.body_rate_grace_s),
     )
-    describe_auth(app, settings.api_key is not None)
+    describe(app, settings.api_key is not None)
     known = [path for path in route_paths(app) if "{" not in path]
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, known_paths=known)
+    # Outermost of ours: every answer above, the body limiter's 413s included, has its id.
+    app.add_middleware(RequestIdMiddleware)
+    # Off unless OTEL_* asks; on, the request's span wraps all of the above.
+    configure_tracing(app, os.environ)
     return app
 
 
@@ -100,10 +107,10 @@ def _app_for_uvicorn() -> FastAPI:
     try:
         settings = load_settings()
         session = ModelSession.load(settings)
+        return create_app(settings, session=session)
     except StartupError as exc:
         print(f"efficientnet-serve: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return create_app(settings, session=session)
 
 
 def __getattr__(name: str) -> Any:

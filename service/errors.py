@@ -1,7 +1,7 @@
 """One error type for everything the service refuses, and the one JSON shape it is answered in.
 
 The HTTP framework's responses are built from ``error_body`` in service/api/errors.py; the edge
-writes it raw, before any app runs (service/edge/server.py).
+writes it raw, before any app runs (service/edge/protocol.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import orjson
 CLOSE = {"Connection": "close"}
 
 
-def error_body(code: str, message: str) -> bytes:
-    """The service's error shape, ``{"error": {"code", "message"}}``, as JSON bytes."""
-    return orjson.dumps({"error": {"code": code, "message": message}})
+def error_body(code: str, message: str, request_id: str) -> bytes:
+    """The service's error shape, ``{"error": {"code", "message", "request_id"}}``, as JSON
+    bytes; ``request_id`` is the answer's ``X-Request-ID`` (service/request_id.py)."""
+    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
 class StartupError(Exception):
@@ -25,7 +26,7 @@ class StartupError(Exception):
 
 
 class ServiceError(Exception):
-    """A request the service refuses; rendered as ``{"error": {"code", "message"}}``."""
+    """A request the service refuses; rendered as ``{"error": {"code", "message", ...}}``."""
 
     status_code: int = 500
     code: str = "internal_error"

@@ -30,8 +30,9 @@ READY_DROP_S = 0.1
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    """This environment without the developer's EFFICIENTNET_* settings, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EFFICIENTNET_")}
+    """This environment without the developer's EFFICIENTNET_* and OTEL_* settings (a test
+    asks for tracing itself), plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EFFICIENTNET_", "OTEL_"))}
     # Two cores shared with the rest of the suite: do not let onnxruntime or BLAS take more.
     env.update(
         OMP_NUM_THREADS="2",

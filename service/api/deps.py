@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.errors import NotReady, Unauthorized
 from service.pipeline.admission import BODY_PROGRESS, BodyProgress, Ticket
 from service.pipeline.pipeline import Pipeline
+from service.pipeline.spans import ADMISSION, stage
 
 T = TypeVar("T")
 
@@ -63,9 +64,12 @@ async def admitted(
     """Read the body with ``read``, then hold ``slots(body)`` pipeline slots for the block.
 
     503 before reading when there is no room; the slots themselves are taken only once the body
-    is complete, so a client trickling its body holds none (service/pipeline/admission.py)."""
+    is complete, so a client trickling its body holds none (service/pipeline/admission.py).
+    Traced as the ``admission`` stage: until the slots are held, the body's reading included."""
     progress: BodyProgress | None = request.scope.get(BODY_PROGRESS)
-    with pipeline.admission.reading(progress):
-        body = await read()
-    with pipeline.admission.admit(slots(body)) as ticket:
+    with ExitStack() as held:
+        with stage(ADMISSION):
+            with pipeline.admission.reading(progress):
+                body = await read()
+            ticket = held.enter_context(pipeline.admission.admit(slots(body)))
         yield body, ticket

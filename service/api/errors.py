@@ -1,8 +1,9 @@
 """The one error renderer and error counter of every route, and the app's exception handlers.
 
-Two shapes, by where the request went: the service's own ``{"error": {"code", "message"}}``
-(service/errors.py), and under ``/v2`` the Open Inference Protocol's ``{"error": "..."}``, which
-its clients (``tritonclient``, KServe's) parse. Every refusal is counted here, by its code.
+Two shapes, by where the request went: the service's own ``{"error": {"code", "message",
+"request_id"}}`` (service/errors.py), and under ``/v2`` the Open Inference Protocol's
+``{"error": "..."}``, which its clients (``tritonclient``, KServe's) parse. Both carry the
+request id in ``X-Request-ID``. Every refusal is counted here, by its code.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from starlette.responses import Response
 from service.api.schemas import ErrorResponse
 from service.errors import ClientClosedRequest, ServiceError, error_body
 from service.metrics import Metrics
+from service.request_id import HEADER, request_id_of
 
 log = logging.getLogger("service")
 
+REQUEST_ID_HEADER = HEADER.decode("ascii")
 OIP_PREFIX = "/v2"  # the Open Inference Protocol's routes, and the paths that answer in its shape
 
 HTTP_CODES = {
@@ -49,22 +52,26 @@ def error_response(
     status_code: int,
     code: str,
     message: str,
+    request_id: str,
     headers: dict[str, str] | None = None,
     *,
     oip: bool = False,
 ) -> Response:
-    body = orjson.dumps({"error": message}) if oip else error_body(code, message)
+    """An error answer with its request id in the header, and in the body of the service's own
+    shape (the protocol's shape under /v2 has no place for it)."""
+    body = orjson.dumps({"error": message}) if oip else error_body(code, message, request_id)
+    headers = {**(headers or {}), REQUEST_ID_HEADER: request_id}
     return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
-def service_error_response(exc: ServiceError, *, oip: bool = False) -> Response:
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers, oip=oip)
+def service_error_response(exc: ServiceError, request_id: str, *, oip: bool = False) -> Response:
+    return error_response(exc.status_code, exc.code, exc.message, request_id, exc.headers, oip=oip)
 
 
 def refusal(request: Request, exc: ServiceError, *, oip: bool = False) -> Response:
     """The answer to a refused request: counted, in its route family's shape."""
     count(getattr(request.app.state, "metrics", None), exc.code)
-    return service_error_response(exc, oip=oip)
+    return service_error_response(exc, request_id_of(request.scope), oip=oip)
 
 
 def validation_message(exc: RequestValidationError, *, with_location: bool = True) -> str:

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import FastAPI, routing
 
+from service.request_id import MAX_LENGTH, SANE
+
 
 def route_paths(app: FastAPI) -> list[str]:
     """Every route's path. FastAPI >= 0.123 keeps an included router as one lazy entry of
@@ -25,6 +27,29 @@ def optional_auth(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def describe_auth(app: FastAPI, api_key_set: bool) -> None:
-    if not api_key_set:
-        app.openapi = lambda: optional_auth(FastAPI.openapi(app))  # type: ignore[method-assign]
+REQUEST_ID = {
+    "description": "the caller's X-Request-ID when it sent a sane one (at most "
+    f"{MAX_LENGTH} characters of letters, digits and ._:=+/@-), else a new one",
+    "schema": {"type": "string", "pattern": f"^{SANE.pattern.decode('ascii')}$"},
+}
+
+
+def with_request_id(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every answer carries X-Request-ID (service/request_id.py): say so on every response."""
+    schema.setdefault("components", {}).setdefault("headers", {})["X-Request-ID"] = REQUEST_ID
+    ref = {"$ref": "#/components/headers/X-Request-ID"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {})["X-Request-ID"] = ref
+    return schema
+
+
+def describe(app: FastAPI, api_key_set: bool) -> None:
+    """The request id on every response, and without a key the bearer token optional."""
+
+    def schema() -> dict[str, Any]:
+        described = with_request_id(FastAPI.openapi(app))
+        return described if api_key_set else optional_auth(described)
+
+    app.openapi = schema  # type: ignore[method-assign]

@@ -10,8 +10,14 @@ from model_contract import Preprocessing, TrainingInfo, VerificationInfo, Weight
 
 
 class ErrorBody(BaseModel):
+    """What was refused and why (service/errors.py's ``error_body`` writes this shape)."""
+
     code: str = Field(examples=["unsupported_media_type"])
     message: str = Field(examples=["not an image, or a format the service does not decode"])
+    request_id: str = Field(
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+        description="the answer's X-Request-ID: the caller's when it sent a sane one, else new",
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -16,6 +16,7 @@ from service.api.errors import count, service_error_response
 from service.errors import CLOSE, BodyTimeout, BodyTooSlow, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
 from service.pipeline.admission import BODY_PROGRESS
+from service.request_id import request_id_of
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -52,8 +53,10 @@ class _BodyGuard:
         timeout_s: float,
         on_error: Callable[[ServiceError], None],
         rate: BodyRate,
+        request_id: str,
     ) -> None:
         self._rate = rate
+        self._request_id = request_id
         self.started = asyncio.get_running_loop().time()
         # uvicorn's receive is its RequestResponseCycle's bound method; the cycle's buffer says
         # whether body bytes are waiting to be read (a client that is merely behind in a busy
@@ -157,7 +160,7 @@ class _BodyGuard:
                 self._swallow = True
                 self.response_started = True
                 self._on_error(self.failure)
-                response = service_error_response(self.failure)
+                response = service_error_response(self.failure, self._request_id)
                 await response({"type": "http"}, self._receive, self._send)
                 return
             self.response_started = True
@@ -196,10 +199,16 @@ class BodyLimitMiddleware:
                 headers=CLOSE,
             )
             self._count(error)
-            await service_error_response(error)(scope, receive, send)
+            await service_error_response(error, request_id_of(scope))(scope, receive, send)
             return
         guard = _BodyGuard(
-            receive, send, self.max_bytes, self.body_timeout_s, self._count, self.rate
+            receive,
+            send,
+            self.max_bytes,
+            self.body_timeout_s,
+            self._count,
+            self.rate,
+            request_id_of(scope),
         )
         scope[BODY_PROGRESS] = guard  # for admission control (service/pipeline/admission.py)
         try:
@@ -208,7 +217,7 @@ class BodyLimitMiddleware:
             if guard.response_started:
                 raise
             self._count(exc)
-            await service_error_response(exc)(scope, receive, send)
+            await service_error_response(exc, request_id_of(scope))(scope, receive, send)
 
     def _count(self, error: ServiceError) -> None:
         count(self.metrics, error.code)

@@ -36,15 +36,18 @@
   is logged at most once per ``LOG_EVERY_S``, with the count of those suppressed.
 - **Host**: uvicorn takes an HTTP/1.1 request without a ``Host`` field, or with several; RFC
   9112 §3.2 says 400 for both, and a proxy in front may read another authority than we do.
+- **Request id**: the answers written here (malformed requests get the service's JSON 400,
+  not uvicorn's plain text), and uvicorn's own 503 past the connection limit, carry
+  ``X-Request-ID`` like every other (service/request_id.py).
 - **Exit 0 after a graceful SIGTERM**: see server.py.
 
 uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
 ``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``more_body``, ``response_complete``,
 ``disconnected``, ``keep_alive``, ``message_event``), ``flow`` (``FlowControl``), ``logger``,
 the methods ``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
-``on_response_complete``, ``eof_received``, ``resume_writing``, ``send_400_response``,
-``_unset_keepalive_if_required``, ``handle_websocket_upgrade``; and ``Server.capture_signals``
-with ``_captured_signals``.
+``on_response_complete``, ``eof_received``, ``resume_writing``,
+``_unset_keepalive_if_required``, ``handle_websocket_upgrade``, ``_start_asgi_task`` with
+``flow_control.service_unavailable``; and ``Server.capture_signals`` with ``_captured_signals``.
 
 ``uvicorn service.app:app`` runs without these (docs/api.md says to put a proxy in front).
 """
@@ -56,12 +59,17 @@ from http import HTTPStatus
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.edge.framing import ChunkedFraming
 from service.edge.limits import CHUNKED_PIECE, HELD_BYTES, LINGER_IDLE_S, EdgeLimits
 from service.edge.quiet_log import QuietLogger
 from service.errors import error_body
+from service.request_id import RequestIdMiddleware, new_request_id, request_id_from, request_id_of
+
+# uvicorn's plain-text 503 past ``limit_concurrency``, with the request id.
+_UNAVAILABLE = RequestIdMiddleware(service_unavailable)
 
 
 class _Refused(Exception):
@@ -89,12 +97,13 @@ class _LingeringTransport:
             self._protocol.linger()
 
 
-def _json_response(status: int, code: str, message: str) -> bytes:
+def _json_response(status: int, code: str, message: str, request_id: str) -> bytes:
     """A complete HTTP/1.1 answer in the service's error shape, written before any app runs."""
-    body = error_body(code, message)
+    body = error_body(code, message, request_id)
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\n"
+        "connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -177,11 +186,12 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
                     self._unsupported_upgrade_warning()
                 break
             except (httptools.HttpParserError, _Refused):
-                if self._refusal is not None:
-                    self._refuse(self._refusal)
-                else:
+                if self._refusal is None:
                     self.logger.warning("Invalid HTTP request received.")
-                    self.send_400_response("Invalid HTTP request received.")
+                    self._refusal = _json_response(
+                        400, "bad_request", "Invalid HTTP request received.", self._refusal_id()
+                    )
+                self._refuse(self._refusal)
                 break
             if self.cycle is not cycle:  # a new request's headers are complete
                 self._disarm()
@@ -212,7 +222,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def _refuse_head(self) -> None:
         limit = self.limits.max_header_bytes
         message = f"request line and headers over the limit of {limit} bytes in all"
-        self._refuse(_json_response(431, "headers_too_large", message))
+        self._refuse(_json_response(431, "headers_too_large", message, self._refusal_id()))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -223,7 +233,8 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._header_count += 1
         if self._header_count > self.limits.max_header_count:
             message = f"more than {self.limits.max_header_count} request header fields"
-            self._refusal = _json_response(431, "headers_too_large", message)
+            request_id = request_id_from(self.headers)  # among the fields parsed so far
+            self._refusal = _json_response(431, "headers_too_large", message, request_id)
             raise _Refused(message)
         super().on_header(name, value)
 
@@ -251,7 +262,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if hosts == 1 or (hosts == 0 and self.parser.get_http_version() != "1.1"):
             return
         message = "HTTP/1.1 request without a Host header" if hosts == 0 else "several Host headers"
-        self._refusal = _json_response(400, "bad_request", message)
+        self._refusal = _json_response(400, "bad_request", message, request_id_from(self.headers))
         raise _Refused(message)
 
     def on_body(self, body: bytes) -> None:
@@ -276,7 +287,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if excess <= limit:
             return
         message = f"chunk extensions and trailer fields over the limit of {limit} bytes"
-        self._refusal = _json_response(431, "headers_too_large", message)
+        self._refusal = _json_response(431, "headers_too_large", message, self._refusal_id())
         raise _Refused(message)
 
     def on_message_complete(self) -> None:
@@ -284,6 +295,14 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._head_bytes = 0
         self._head_tail = b""
         super().on_message_complete()
+
+    def _refusal_id(self) -> str:
+        """The request id of an answer written here: the app's while it reads this request's
+        body, else a new one (the head may not have been parsed at all)."""
+        cycle = self.cycle
+        if not self._in_head and cycle is not None and not cycle.response_complete:
+            return request_id_of(cycle.scope)
+        return new_request_id()
 
     def _refuse(self, answer: bytes) -> None:
         self._raw_transport.write(answer)
@@ -294,6 +313,13 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             cycle.disconnected = True
             cycle.message_event.set()
         self.linger()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # Past the connection limit uvicorn answers with its own app, not ours: give that 503
+        # its X-Request-ID too.
+        if app is service_unavailable:
+            app = _UNAVAILABLE
+        super()._start_asgi_task(cycle, app)
 
     # --- after each answer -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from service.config import Settings
+from service.edge.access_log import log_config
 from service.edge.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, EdgeLimits
 from service.edge.protocol import HardenedHTTPProtocol
 
@@ -39,6 +40,7 @@ def protocol_class(limits: EdgeLimits) -> type[HardenedHTTPProtocol]:
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
     """The service's uvicorn settings (``options``: host, port, access_log, ...)."""
     options.setdefault("log_level", settings.log_level)
+    options.setdefault("log_config", log_config())  # the access log line names the request id
     return uvicorn.Config(
         app,
         loop="auto",  # uvloop when installed (uvicorn[standard])

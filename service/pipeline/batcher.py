@@ -19,9 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry.context import Context
 
 from service.errors import InferenceFailed, NotReady, QueueFull
 from service.metrics import Metrics
+from service.pipeline import spans
 
 RunFn = Callable[[np.ndarray], np.ndarray]
 
@@ -41,6 +43,7 @@ class _Item:
     future: asyncio.Future[np.ndarray]
     timing: BatchTiming
     enqueued: float = field(default_factory=time.perf_counter)
+    trace: Context | None = None  # the submitter's, when traced: its spans are recorded later
 
 
 class Batcher:
@@ -84,7 +87,7 @@ class Batcher:
         if self._queue is None or self._closing:
             raise NotReady("the batcher is not running (starting up or shutting down)")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        item = _Item(image, future, timing or BatchTiming())
+        item = _Item(image, future, timing or BatchTiming(), trace=spans.traced_context())
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -172,11 +175,14 @@ class Batcher:
             )
         except Exception as exc:  # the model failing is a server error for every rider
             error = InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}")
+            _trace(batch, started, time.perf_counter(), error.message)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
-        elapsed = time.perf_counter() - started
+        finished = time.perf_counter()
+        _trace(batch, started, finished)
+        elapsed = finished - started
         if self._metrics is not None:
             self._metrics.observe_batch(len(batch), elapsed)
         for row, item in enumerate(batch):
@@ -191,3 +197,18 @@ class Batcher:
     def _observe_depth(self) -> None:
         if self._metrics is not None:
             self._metrics.queue_depth.set(self.depth)
+
+
+def _trace(batch: list[_Item], started: float, finished: float, error: str | None = None) -> None:
+    """Each traced rider's queue-wait and inference spans, under the request that submitted
+    it; the batch ran in a worker thread for them all, so they are recorded afterwards."""
+    traced = [item for item in batch if item.trace is not None]
+    if not traced:
+        return
+    clock = spans.Clock()
+    begun, ended = clock.ns(started), clock.ns(finished)
+    attributes = {spans.BATCH_SIZE: len(batch)}
+    for item in traced:
+        assert item.trace is not None
+        spans.record(spans.QUEUE_WAIT, item.trace, clock.ns(item.enqueued), begun, attributes)
+        spans.record(spans.INFERENCE, item.trace, begun, ended, attributes, error)

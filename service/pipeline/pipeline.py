@@ -30,6 +30,7 @@ from service.errors import (
     SwapInProgress,
 )
 from service.metrics import Metrics
+from service.pipeline import spans
 from service.pipeline.admission import Admission
 from service.pipeline.batcher import BatchTiming
 from service.pipeline.model import ServedModel
@@ -257,10 +258,11 @@ class Pipeline:
 
     async def decode(self, model: ServedModel, data: bytes) -> np.ndarray:
         """Encoded image → ``model``'s uint8 input, in a decode worker, within its budgets."""
-        started = time.perf_counter()
-        image = await model.decoder.preprocess(data)
-        self.metrics.preprocess.observe(time.perf_counter() - started)
-        return image
+        with spans.stage(spans.DECODE):
+            started = time.perf_counter()
+            image = await model.decoder.preprocess(data)
+            self.metrics.preprocess.observe(time.perf_counter() - started)
+            return image
 
     async def to_pixels(self, convert: Callable[..., T], *args: Any) -> T:
         """A CPU-bound conversion of request tensors, off the event loop."""

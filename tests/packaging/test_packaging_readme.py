@@ -70,6 +70,6 @@ def test_try_it_shows_the_cli_both_error_shapes_and_the_oip_model_name() -> None
 
     section = _section("Try it")
     assert f".venv/bin/{PROG} photo.jpg" in section
-    assert '`{"error": {"code": "...", "message": "..."}}`' in section
+    assert '`{"error": {"code": "...", "message": "...", "request_id": "..."}}`' in section
     assert '`{"error": "..."}`' in section and "`/v2/`" in section
     assert "`efficientnet_<variant>`" in section

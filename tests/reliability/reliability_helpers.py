@@ -36,8 +36,10 @@ def assert_error_shape(response: httpx.Response, statuses: set[int] | None = Non
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
+    assert set(body["error"]) == {"code", "message", "request_id"}, body
     assert isinstance(body["error"]["code"], str) and body["error"]["message"], body
+    # The body names the request the answer's header names.
+    assert body["error"]["request_id"] == response.headers["x-request-id"], body
     return body["error"]["code"]
 
 

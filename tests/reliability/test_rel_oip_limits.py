@@ -123,5 +123,6 @@ def test_unrouted_v2_paths_answer_in_the_protocols_shape(served: Server) -> None
     wrong_method = httpx.get(f"{served.url}{INFER}")
     assert "Method Not Allowed" in _assert_oip_error(wrong_method, 405)
     # Outside /v2 the service's own shape stays.
-    assert set(httpx.get(f"{served.url}/nothing").json()["error"]) == {"code", "message"}
+    own = httpx.get(f"{served.url}/nothing").json()["error"]
+    assert set(own) == {"code", "message", "request_id"}
     assert_honest_served(served, small_photo(), count=1)

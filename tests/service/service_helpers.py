@@ -92,8 +92,11 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "request_id"}, body
     assert body["error"]["code"] == code, body
     assert body["error"]["message"]
+    # The body names the request the answer's header names.
+    assert body["error"]["request_id"] == response.headers["x-request-id"], body
     return body["error"]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import uvicorn
 from service_helpers import READY_TIMEOUT_S, settings_for
+from uvicorn.protocols.http import flow_control
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.app import create_app
@@ -42,11 +43,11 @@ OVERRIDDEN = {
     "resume_writing": ["self"],
     "eof_received": ["self"],
     "connection_lost": ["self", "exc"],
+    "_start_asgi_task": ["self", "cycle", "app"],
 }
 # uvicorn's methods protocol.py calls without overriding them: it feeds httptools' parser itself
 # (one request at a time), so it must answer parse errors and upgrades the way uvicorn would.
 CALLED = {
-    "send_400_response": ["self", "msg"],
     "_unset_keepalive_if_required": ["self"],
     "handle_websocket_upgrade": ["self"],
 }
@@ -77,6 +78,16 @@ def test_the_protocol_methods_the_edge_overrides_or_calls_still_exist() -> None:
             f"uvicorn {uvicorn.__version__}: {base.__qualname__}.{name}{tuple(got)} changed its "
             f"parameters (service/edge/protocol.py was written for {tuple(params)})"
         )
+
+
+def test_uvicorns_503_past_the_connection_limit_is_still_the_app_the_edge_replaces() -> None:
+    """protocol.py gives that 503 its X-Request-ID by recognising uvicorn's app for it."""
+    need(flow_control, "service_unavailable", "protocol.py wraps it with the request id")
+    source = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "app = service_unavailable" in source, (
+        f"uvicorn {uvicorn.__version__}: on_headers_complete no longer starts "
+        "flow_control.service_unavailable past limit_concurrency"
+    )
 
 
 def test_server_still_records_the_signals_it_re_raises() -> None:

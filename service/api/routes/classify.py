@@ -24,6 +24,7 @@ from service.errors import BadRequest, ServiceError, UnsupportedMediaType
 from service.pipeline.model import ServedModel
 from service.pipeline.pipeline import Classification, Pipeline
 from service.pipeline.ranking import DEFAULT_TOP_K
+from service.request_id import request_id_of
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -105,13 +106,13 @@ async def classify(
 
 
 async def _classify_one(
-    pipeline: Pipeline, model: ServedModel, upload: UploadFile, k: int
+    pipeline: Pipeline, model: ServedModel, upload: UploadFile, k: int, request_id: str
 ) -> BatchItem:
     try:
         result = await pipeline.classify(model, await upload.read(), k)
     except ServiceError as exc:
         count(pipeline.metrics, exc.code)
-        error = ErrorBody(code=exc.code, message=exc.message)
+        error = ErrorBody(code=exc.code, message=exc.message, request_id=request_id)
         return BatchItem(filename=upload.filename, error=error, status_code=exc.status_code)
     return BatchItem(filename=upload.filename, result=_response(model, result), status_code=200)
 
@@ -146,7 +147,8 @@ async def _classify_files(
             if not files:
                 raise BadRequest("multipart upload needs at least one file in the field 'file'")
             # All files at once: they decode in parallel and ride the same batches.
-            work = (_classify_one(pipeline, model, u, k) for u in files)
+            request_id = request_id_of(request.scope)
+            work = (_classify_one(pipeline, model, u, k, request_id) for u in files)
             return list(await asyncio.gather(*work))
         finally:
             await form.close()
