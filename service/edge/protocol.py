@@ -55,17 +55,17 @@ the methods ``data_received``, ``on_header``, ``on_headers_complete``, ``on_mess
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.edge.answers import json_answer
 from service.edge.framing import ChunkedFraming
 from service.edge.limits import CHUNKED_PIECE, HELD_BYTES, LINGER_IDLE_S, EdgeLimits
+from service.edge.lingering import LingeringTransport
 from service.edge.quiet_log import QuietLogger
-from service.errors import error_body
 from service.request_id import RequestIdMiddleware, new_request_id, request_id_from, request_id_of
 
 # uvicorn's plain-text 503 past ``limit_concurrency``, with the request id.
@@ -74,38 +74,6 @@ _UNAVAILABLE = RequestIdMiddleware(service_unavailable)
 
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request we refuse (431, 400)."""
-
-
-class _LingeringTransport:
-    """The connection's transport; ``close()`` lingers while the client is still sending (a body,
-    pipelined requests)."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: HardenedHTTPProtocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-    def is_closing(self) -> bool:
-        return self._protocol.lingering or self._transport.is_closing()
-
-    def close(self) -> None:
-        if self._protocol.lingering or not self._protocol.input_pending():
-            self._transport.close()
-        else:
-            self._protocol.linger()
-
-
-def _json_response(status: int, code: str, message: str, request_id: str) -> bytes:
-    """A complete HTTP/1.1 answer in the service's error shape, written before any app runs."""
-    body = error_body(code, message, request_id)
-    head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
@@ -133,7 +101,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._chunked = ChunkedFraming()
         self._refusal: bytes | None = None
         self._requests = 0  # requests begun on this connection
-        super().connection_made(_LingeringTransport(transport, self))
+        super().connection_made(LingeringTransport(transport, self))
         self._arm(self.limits.header_timeout_s)
 
     # --- reading: one request at a time ----------------------------------------------------------
@@ -188,7 +156,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             except (httptools.HttpParserError, _Refused):
                 if self._refusal is None:
                     self.logger.warning("Invalid HTTP request received.")
-                    self._refusal = _json_response(
+                    self._refusal = json_answer(
                         400, "bad_request", "Invalid HTTP request received.", self._refusal_id()
                     )
                 self._refuse(self._refusal)
@@ -222,7 +190,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def _refuse_head(self) -> None:
         limit = self.limits.max_header_bytes
         message = f"request line and headers over the limit of {limit} bytes in all"
-        self._refuse(_json_response(431, "headers_too_large", message, self._refusal_id()))
+        self._refuse(json_answer(431, "headers_too_large", message, self._refusal_id()))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -234,7 +202,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if self._header_count > self.limits.max_header_count:
             message = f"more than {self.limits.max_header_count} request header fields"
             request_id = request_id_from(self.headers)  # among the fields parsed so far
-            self._refusal = _json_response(431, "headers_too_large", message, request_id)
+            self._refusal = json_answer(431, "headers_too_large", message, request_id)
             raise _Refused(message)
         super().on_header(name, value)
 
@@ -262,7 +230,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if hosts == 1 or (hosts == 0 and self.parser.get_http_version() != "1.1"):
             return
         message = "HTTP/1.1 request without a Host header" if hosts == 0 else "several Host headers"
-        self._refusal = _json_response(400, "bad_request", message, request_id_from(self.headers))
+        self._refusal = json_answer(400, "bad_request", message, request_id_from(self.headers))
         raise _Refused(message)
 
     def on_body(self, body: bytes) -> None:
@@ -287,7 +255,7 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
         if excess <= limit:
             return
         message = f"chunk extensions and trailer fields over the limit of {limit} bytes"
-        self._refusal = _json_response(431, "headers_too_large", message, self._refusal_id())
+        self._refusal = json_answer(431, "headers_too_large", message, self._refusal_id())
         raise _Refused(message)
 
     def on_message_complete(self) -> None:

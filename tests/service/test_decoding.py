@@ -270,8 +270,9 @@ def test_shutdown_cuts_a_slow_decode_not_a_quick_one() -> None:
     limits = DecodeLimits(workers=1, timeout_s=60, memory_bytes=512 * MiB, max_pixels=10**9)
     pool = DecodePool(SPEC, limits)
     try:
-        # 306 scans of 16 MP: ~10 s (the pool itself makes no structural checks)
-        slow = progressive("L", extra_scans=300, size=(4000, 4000))
+        # 606 scans of 25 MP: 15-30 s by machine, well past the cut (the pool itself makes no
+        # structural checks)
+        slow = progressive("L", extra_scans=600, size=(5000, 5000))
         pool.begin_shutdown()
         assert pool.run(encode(Image.new("RGB", (64, 64)), "PNG")).shape == (224, 224, 3)
         started = time.monotonic()

@@ -27,7 +27,8 @@ from uvicorn.protocols.http import flow_control
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.app import create_app
-from service.edge.protocol import HardenedHTTPProtocol, _LingeringTransport
+from service.edge.lingering import LingeringTransport
+from service.edge.protocol import HardenedHTTPProtocol
 from service.edge.server import Server, uvicorn_config
 
 # The protocol methods service/edge/protocol.py overrides (most call super()), with parameters.
@@ -181,7 +182,7 @@ def test_the_protocol_state_the_edge_reads_mid_request(served: Server) -> None:
         need(flow, "write_paused", "pipelined bytes wait until the client has read its answer")
         need(protocol, "loop", "the header and linger timers are scheduled on it")
         transport = need(protocol, "transport", "uvicorn closes the connection through it")
-        assert isinstance(transport, _LingeringTransport), (
+        assert isinstance(transport, LingeringTransport), (
             f"uvicorn {uvicorn.__version__} no longer keeps the transport given to "
             f"connection_made as .transport (it holds {type(transport).__qualname__}), so the "
             "lingering close never runs"
