@@ -173,7 +173,7 @@ class Pipeline:
             ort_version=ort.__version__,
         )
         log.info(
-            "serving %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms",
+            "loaded %s as %s (variant %s, %d classes, sha256 %s…) on %s; batch ≤ %d, delay %g ms",
             session.path, session.metadata.model_name, session.metadata.variant, session.classes,
             session.sha256[:12], session.provider, model.policy.max_batch_size,
             model.policy.max_delay_ms,
