@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 120
@@ -187,3 +188,15 @@ def running_server(
         yield server
     finally:
         stop_server(server)
+
+
+def with_metadata(source: Path, target: Path, value: str | None) -> Path:
+    """A copy of ``source`` whose ``efficientnet`` metadata is removed (None) or replaced."""
+    model = onnx.load(str(source))
+    props = [p for p in model.metadata_props if p.key != "efficientnet"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    if value is not None:
+        model.metadata_props.add(key="efficientnet", value=value)
+    onnx.save(model, str(target))
+    return target

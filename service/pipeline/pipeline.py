@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from service.config import BatchPolicy, MiB, Settings
+from service.config import MiB, Settings
 from service.errors import (
     ModelRefused,
     NotReady,
@@ -113,10 +113,6 @@ class Pipeline:
     def session(self) -> ModelSession:
         """The session of the model in service now (a request uses ``using`` instead)."""
         return self.model.session
-
-    @property
-    def policy(self) -> BatchPolicy:
-        return self.model.policy
 
     @property
     def ready(self) -> bool:

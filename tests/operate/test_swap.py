@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import onnx
 import pytest
-from live_server import ROOT, Server, clean_env, descendants, running_server
+from live_server import ROOT, Server, clean_env, descendants, running_server, with_metadata
 from photos import Photo
 
 from benchmarks.digits import write_digits
-from model_contract import METADATA_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -167,14 +165,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _without_metadata(source: Path, target: Path) -> None:
-    model = onnx.load(str(source))
-    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    onnx.save(model, str(target))
-
-
 @pytest.mark.parametrize(
     ("name", "status", "phrase"),
     [
@@ -193,7 +183,7 @@ def test_a_bad_file_is_refused_and_the_model_in_service_keeps_answering(
         data = models.five.read_bytes()
         target.write_bytes(data[: len(data) // 2])
     elif name == "nometa":
-        _without_metadata(models.five, target)
+        with_metadata(models.five, target, None)
     elif name == "renamed":
         shutil.copy(models.five, target)
     try:

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
-import onnx
 import pytest
-from live_server import ROOT, clean_env, model_env, start_server
+from live_server import ROOT, clean_env, model_env, start_server, with_metadata
 from PIL import Image
 
 STARTUP_FAULT_TIMEOUT_S = 90
@@ -27,18 +26,6 @@ def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=STARTUP_FAULT_TIMEOUT_S
     )
-
-
-def _without_metadata(source: Path, target: Path, value: str | None) -> Path:
-    """A copy of ``source`` whose ``efficientnet`` metadata is removed (None) or replaced."""
-    model = onnx.load(str(source))
-    props = [p for p in model.metadata_props if p.key != "efficientnet"]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    if value is not None:
-        model.metadata_props.add(key="efficientnet", value=value)
-    onnx.save(model, str(target))
-    return target
 
 
 def _fault(case: str, lite0: Path, b0: Path, tmp: Path) -> tuple[dict[str, str], str]:
@@ -59,12 +46,12 @@ def _fault(case: str, lite0: Path, b0: Path, tmp: Path) -> tuple[dict[str, str],
         target.write_bytes(b"")
         return model_env(target), "cannot load ONNX model"
     if case == "metadata_missing":
-        return model_env(_without_metadata(lite0, target, None)), "has no 'efficientnet' metadata"
+        return model_env(with_metadata(lite0, target, None)), "has no 'efficientnet' metadata"
     if case == "metadata_not_json":
-        return model_env(_without_metadata(lite0, target, "{not json")), "not valid JSON"
+        return model_env(with_metadata(lite0, target, "{not json")), "not valid JSON"
     if case == "metadata_off_contract":
         meta = json.dumps({"schema_version": 1, "variant": "lite0"})
-        return model_env(_without_metadata(lite0, target, meta)), "does not match the contract"
+        return model_env(with_metadata(lite0, target, meta)), "does not match the contract"
     if case == "unknown_variant":
         return model_env(lite0, EFFICIENTNET_VARIANT="b9"), "EFFICIENTNET_VARIANT"
     if case == "variant_mismatch":
