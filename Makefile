@@ -180,11 +180,11 @@ clean: ## delete the venv and caches (keeps exported graphs)
 image-test: $(STAMP_TEST) ## build + run the images and the compose file on a real engine (root)
 	$(BIN)/python tools/image_test.py
 
-# The service side by side with NVIDIA Triton, TorchServe and BentoML (~12 min on
-# 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
+# The service side by side with NVIDIA Triton, TorchServe, BentoML and LitServe (~13 min
+# on 2 cores). Each peer's venv is installed under .venv-peers/ on first use, from the pinned
 # benchmarks/peers/<peer>/requirements.txt. Not in CI (too long); tests/benchmarks runs its
 # --quick dry run.
 BENCH_PEERS_ARGS ?=
 .PHONY: bench-peers
-bench-peers: $(STAMP_TEST) ## the peers (~12 min); writes artifacts/peers-*.{md,json}
+bench-peers: $(STAMP_TEST) ## the peers (~13 min); writes artifacts/peers-*.{md,json}
 	$(BIN)/python -m benchmarks.peers $(BENCH_PEERS_ARGS)

@@ -54,7 +54,14 @@ class Tuning:
     its own CPU default of one worker per logical CPU, each given its share of the threads
     (2 x 1 here; 1 x 2 burned 5x the CPU per image in OpenMP spin-waits on a busy machine).
     BentoML: max_batch_size; its adaptive dispatcher picks the window itself, within
-    max_latency_ms, left at BentoML's default of 60 s (past it the dispatcher answers 503)."""
+    max_latency_ms, left at BentoML's default of 60 s (past it the dispatcher answers 503).
+    LitServe: its docstring's CPU advice, workers_per_device = cores, each worker given its
+    share of the threads (2 x 1), no batching. Short runs (b0, best of 2 x 3 s, shared 2-core
+    machine) gave web images/s at c1 / c16 / c64 and phone c16: 2 x 1 thread 33 / 65 / 64 /
+    22.5; 1 worker x 2 threads 48 / 58 / 53 / 15.3 (p50 at c1 20 ms against 2 x 1's 29:
+    the one to check c1 with, `--tune litserve_workers=1`); 1 worker, max_batch_size 8,
+    batch_timeout 2 ms 41 / 51 / 54 / 15.3 (the batch is decoded one image after another in
+    the worker, so it adds waiting, not parallelism)."""
 
     triton_max_batch: int = 8
     triton_delay_us: int = 0
@@ -64,6 +71,9 @@ class Tuning:
     torchserve_workers: int = 2
     bentoml_max_batch: int = 8
     bentoml_max_latency_ms: int = 60_000
+    litserve_workers: int = 2
+    litserve_max_batch: int = 1
+    litserve_batch_timeout_ms: int = 0
 
 
 @dataclass
@@ -383,8 +393,49 @@ def start_bentoml(ctx: Context) -> Started:
     return Started(server, endpoints, versions, settings)
 
 
+# --- LitServe --------------------------------------------------------------------------------
+
+
+def start_litserve(ctx: Context) -> Started:
+    bin_dir = ensure_venv("litserve")
+    port = free_port()
+    tuning = ctx.tuning
+    argv = [
+        str(bin_dir / "python"),
+        "-m",
+        "benchmarks.peers.litserve.server",
+        "--model",
+        str(ctx.model),
+        "--port",
+        str(port),
+        "--threads",
+        str(THREADS),
+        "--workers",
+        str(tuning.litserve_workers),
+        "--max-batch",
+        str(tuning.litserve_max_batch),
+        "--batch-timeout-ms",
+        str(tuning.litserve_batch_timeout_ms),
+    ]
+    # /health answers 200 "ok" only once every inference worker's setup (the session) is done.
+    server = _start("litserve", argv, port, _peer_env(), ctx, "/health")
+    endpoints = [Endpoint("litserve", "/predict", "multipart")]
+    versions = {
+        "litserve": version("litserve", "litserve"),
+        "onnxruntime": version("litserve", "onnxruntime"),
+    }
+    settings = {
+        "workers_per_device": tuning.litserve_workers,
+        "max_batch_size": tuning.litserve_max_batch,
+        "batch_timeout ms": tuning.litserve_batch_timeout_ms,
+        "ORT intra-op threads per worker": max(1, THREADS // tuning.litserve_workers),
+    }
+    return Started(server, endpoints, versions, settings)
+
+
 STARTERS: dict[str, Callable[[Context], Started]] = {
     "triton": start_triton,
     "torchserve": start_torchserve,
     "bentoml": start_bentoml,
+    "litserve": start_litserve,
 }

@@ -1,5 +1,6 @@
-"""`make bench-peers`: the service side by side with NVIDIA Triton, TorchServe and BentoML on
-the same photos, weights and thread budget, in one run; writes artifacts/peers-<time>.{md,json}.
+"""`make bench-peers`: the service side by side with NVIDIA Triton, TorchServe, BentoML and
+LitServe on the same photos, weights and thread budget, in one run; writes
+artifacts/peers-<time>.{md,json}.
 
     python -m benchmarks.peers                      # full run (b0 + lite0, every peer)
     python -m benchmarks.peers --quick --peers none # the dry run tests/benchmarks runs
@@ -56,7 +57,8 @@ class Counts:
     rounds: int
 
 
-# Sized so that the full run (9 endpoints, 2 variants) fits well in 20 min: 12.1 min measured.
+# Sized so that the full run fits well in 20 min: 12.1 min measured with 9 endpoints (2
+# variants); LitServe's endpoint adds about 1 min (5 loads x 3 s x 2 rounds x 2 variants).
 FULL = Counts(requests=1000, level_seconds=3.0, warmup_per_connection=1, rounds=2)
 QUICK = Counts(requests=4, level_seconds=5.0, warmup_per_connection=0, rounds=1)
 
@@ -208,7 +210,9 @@ def wanted(started: Started, endpoint: Endpoint, args: argparse.Namespace) -> bo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="the service against Triton, TorchServe, BentoML")
+    parser = argparse.ArgumentParser(
+        description="the service against Triton, TorchServe, BentoML, LitServe"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny counts: a dry run")
     parser.add_argument("--variants", default="b0,lite0", help="comma-separated")
     parser.add_argument(

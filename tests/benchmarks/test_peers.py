@@ -7,8 +7,8 @@ every request shape the peers use — multipart, raw body, Open Inference Protoc
 UINT8 with the binary extension — best-of rounds, top-1 agreement, the ratio table, the
 PASS/FAIL targets, the JSON and markdown reports). The peers' request shapes are sent to the
 service's own endpoints that accept them (`--stand-ins`), so no peer venv is needed; Triton,
-TorchServe and BentoML themselves run only in `make bench-peers` (their venvs take minutes and
-gigabytes to install).
+TorchServe, BentoML and LitServe themselves run only in `make bench-peers` (their venvs take
+minutes and up to gigabytes to install).
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ def test_top1_reads_every_servers_answer() -> None:
     ours = {"predictions": [{"index": 281, "label": "tabby", "score": 0.6}]}
     oip = {"outputs": [{"name": "labels", "datatype": "BYTES", "data": ["0.6:281:tabby, cat"]}]}
     torchserve = {"tabby": 0.6, "tiger cat": 0.3}  # TorchServe's image_classifier, best first
-    for doc in (ours, [ours], oip, torchserve):  # [ours]: BentoML's batchable one-item list
+    litserve = ours  # its encode_response answers the service's shape
+    # [ours]: BentoML's batchable one-item list
+    for doc in (ours, [ours], oip, torchserve, litserve):
         label = _top1(json.dumps(doc).encode())
         assert label in {"tabby", "tabby, cat"}, doc
     assert _top1(b'{"error": "bad image"}') is None

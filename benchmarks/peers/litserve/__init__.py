@@ -1,0 +1,1 @@
+"""LitServe: one LitAPI around an onnxruntime session, LitServe's own batching and workers."""
