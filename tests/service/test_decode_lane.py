@@ -19,8 +19,9 @@ from service_helpers import encode
 
 from model_contract import Preprocessing
 from service.pipeline.decode.checks import plan_decode
-from service.pipeline.decode.cost import EXPENSIVE_DECODE_S
+from service.pipeline.decode.cost import EXPENSIVE_DECODE_S, QUICK_DECODE_S
 from service.pipeline.decode.decoder import Decoder, expensive_slots
+from service.pipeline.decode.image import preprocess
 from service.pipeline.decode.workers import DecodeLimits
 
 SPEC = Preprocessing(
@@ -127,7 +128,8 @@ def _record_spans(
 async def test_a_cheap_upload_never_waits_for_expensive_ones(
     decoder: Decoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    heavy, photo = grey_png(7000), encode(Image.new("RGB", (640, 480), (200, 30, 30)), "JPEG")
+    # The cheap upload a PNG: a worker decodes it (a baseline JPEG would not need one).
+    heavy, photo = grey_png(7000), encode(Image.new("RGB", (640, 480), (200, 30, 30)), "PNG")
     spans = _record_spans(decoder, monkeypatch, heavy)
     expensive = [asyncio.create_task(decoder.preprocess(heavy)) for _ in range(3)]
     await asyncio.sleep(0.05)  # they are in first
@@ -161,3 +163,54 @@ async def test_cancelled_expensive_uploads_give_their_slot_back(decoder: Decoder
     assert decoder.lane.free == 1 and decoder.budget.free == decoder.budget.total
     assert (await decoder.preprocess(heavy)).shape == (224, 224, 3)
     assert decoder.lane.free == 1 and decoder.budget.free == decoder.budget.total
+
+
+def _noise(width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8))
+
+
+def test_only_small_baseline_jpegs_are_quick() -> None:
+    """Decoded without a worker: one-scan Huffman JPEGs whose pixels and bytes bound the time."""
+    photo = Image.new("RGB", (640, 480), (200, 30, 30))
+    quick = [encode(photo, "JPEG", quality=90), encode(photo, "JPEG", quality=95, subsampling=0)]
+    assert all(plan_decode(d, LIMIT, 256).quick for d in quick)
+    slow = [
+        encode(photo, "JPEG", progressive=True),  # scans: a worker's kill bounds them
+        encode(photo, "PNG"),
+        encode(photo, "WEBP"),
+        encode(_noise(1500, 1500), "JPEG", quality=100, subsampling=0),  # 8 MB of entropy
+        encode(Image.new("RGB", (8000, 6000)), "JPEG", quality=90),  # 48 MP
+    ]
+    assert not any(plan_decode(d, LIMIT, 256).quick for d in slow)
+    arithmetic = bytearray(quick[0])
+    sof = arithmetic.index(b"\xff\xc0")
+    arithmetic[sof + 1] = 0xC9  # the same frame, arithmetic-coded
+    assert not plan_decode(bytes(arithmetic), LIMIT, 256).quick
+
+
+def test_the_quick_estimate_is_an_upper_bound() -> None:
+    """The slowest quick files (noise: entropy at its densest) decode within their estimate."""
+    for image, quality in ((_noise(2000, 2000), 60), (_noise(1000, 1000), 100)):
+        data = encode(image, "JPEG", quality=quality)
+        plan = plan_decode(data, LIMIT, 256)
+        assert plan.quick and plan.decode_s <= QUICK_DECODE_S
+        seconds = []
+        for _ in range(3):  # the best of three: a busy machine's hiccups are not the file's
+            started = time.process_time()
+            preprocess(data, SPEC, LIMIT)
+            seconds.append(time.process_time() - started)
+        assert min(seconds) < plan.decode_s
+
+
+async def test_quick_uploads_take_no_worker(
+    decoder: Decoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = Image.new("RGB", (640, 480), (200, 30, 30))
+    spans = _record_spans(decoder, monkeypatch, b"")
+    jpeg, png = encode(photo, "JPEG", quality=90), encode(photo, "PNG")
+    assert np.array_equal(await decoder.preprocess(jpeg), preprocess(jpeg, SPEC, LIMIT))
+    assert spans == []
+    assert (await decoder.preprocess(png)).shape == (224, 224, 3)
+    assert len(spans) == 1
+    assert decoder.budget.free == decoder.budget.total

@@ -9,6 +9,7 @@ whether it is expensive (cost.py).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from model_contract.pixels import STRIP_ROWS
 from service.errors import DecodeTooExpensive
-from service.pipeline.decode.cost import EXPENSIVE_DECODE_S, decode_seconds
+from service.pipeline.decode.cost import EXPENSIVE_DECODE_S, QUICK_DECODE_S, decode_seconds
 from service.pipeline.decode.image import DRAFT_HEADROOM, decoding_errors, open_image
 
 # A progressive JPEG is decoded scan by scan, each scan touching every block of the image: a
@@ -39,6 +40,9 @@ _ORIENTATION = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG markers without a length field (SOI, EOI, TEM, RSTn).
 _STANDALONE = {0x01, 0xD8, 0xD9, *range(0xD0, 0xD8)}
+# Start-of-frame markers (C4 is DHT, C8 JPG, CC DAC); of them baseline and extended Huffman DCT.
+_FRAMES = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}
+_BASELINE_FRAMES = {0xC0, 0xC1}
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,17 @@ class DecodePlan:
     mode: str
     memory_bytes: int
     decode_s: float = 0.0
+    baseline_jpeg: bool = False  # 8-bit Huffman-coded, one scan: its cost is its pixels
 
     @property
     def expensive(self) -> bool:
         """Too slow for the lane kept for cheap uploads (cost.py)."""
         return self.decode_s > EXPENSIVE_DECODE_S
+
+    @property
+    def quick(self) -> bool:
+        """Safe to decode in the server's own decode thread, without a worker (cost.py)."""
+        return self.baseline_jpeg and self.decode_s <= QUICK_DECODE_S
 
 
 def _bytes_per_pixel(mode: str) -> int:
@@ -65,24 +75,41 @@ def _bytes_per_pixel(mode: str) -> int:
     return 2 if mode.startswith("I;16") else 4
 
 
-def _first_scan(data: bytes) -> int:
-    """Offset of the first SOS marker, walking the marker segments before it (-1: none)."""
+def _markers(data: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, marker) of each marker segment up to and including the first SOS."""
     pos = 2  # after SOI
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            return -1
+            return
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        yield pos, marker
         if marker == 0xDA:
-            return pos
+            return
         if marker in _STANDALONE:
             pos += 2
             continue
         (length,) = struct.unpack_from(">H", data, pos + 2)
         pos += 2 + length
-    return -1
+
+
+def _first_scan(data: bytes) -> int:
+    """Offset of the first SOS marker, walking the marker segments before it (-1: none)."""
+    return next((pos for pos, marker in _markers(data) if marker == 0xDA), -1)
+
+
+def is_baseline_jpeg(data: bytes, scans: int) -> bool:
+    """One scan, a Huffman-coded DCT frame (SOF0/SOF1) of 8-bit samples: libjpeg decodes it in
+    one pass whose time follows the pixel count, so no structure can make it slow."""
+    if scans != 1:
+        return False
+    frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]
+    if len(frames) != 1 or frames[0][1] not in _BASELINE_FRAMES:
+        return False
+    pos = frames[0][0]
+    return pos + 4 < len(data) and data[pos + 4] == 8  # sample precision
 
 
 def jpeg_scan_count(data: bytes) -> int:
@@ -189,4 +216,5 @@ def plan_decode(data: bytes, max_pixels: int, draft_to: int | None) -> DecodePla
         if draft_to and img.format == "JPEG":
             side = draft_to * DRAFT_HEADROOM
             img.draft(img.mode, (side, side))  # only sets the size and mode the decode will give
-        return DecodePlan(*full_size, img.mode, _estimate(img, full_size), seconds)
+        baseline = img.format == "JPEG" and is_baseline_jpeg(data, scans)
+        return DecodePlan(*full_size, img.mode, _estimate(img, full_size), seconds, baseline)

@@ -19,6 +19,10 @@ JPEG_NS_PER_PIXEL = 2.0
 # colour photos of 12-50 MP at libjpeg's 10 scans (12 MP: 76 ms, 50 MP: 320 ms) and for a
 # 49 MP grey one of 6 scans (194 ms).
 JPEG_NS_PER_PIXEL_SCAN = 1.0
+# And every JPEG's entropy decoding follows its bytes: noise at quality 100 decodes at 8-22 ns
+# per byte on top of its pixels (12 MP in 10 MB: 143 ms, 2000x2000 in 1.8 MB: 48 ms, 20 MP in
+# 5.3 MB: 124 ms), where a camera's 2 MB photo spends ~10 ms of its 34 ms on them.
+JPEG_NS_PER_BYTE = 30.0
 # Every other format decodes the whole image: PNG 31-56 ns per pixel (12 MP: 367 ms), WebP
 # 19-38 (12 MP lossy: 301 ms, lossless: 458 ms), TIFF raw 8-12 and LZW 24-33, GIF 14-17,
 # BMP 11-15.
@@ -34,6 +38,15 @@ PYTHON_CODEC_NS_PER_BYTE = 400.0
 # or a 50 MP progressive JPEG of 20 scans (1 s) is expensive.
 EXPENSIVE_DECODE_S = 0.5
 
+# A baseline JPEG (checks.py) estimated at most this long decodes in the server's decode thread
+# itself rather than in a worker: its time follows its pixels and bytes, which the estimate
+# bounds from above (the slowest such files measured: 45-55 ms), so it needs no worker's kill to
+# stay bounded, and its memory is reserved from the budget like any other. A phone's 12 MP photo
+# of 2 MB is quick (87 ms estimated); a bigger or noisier file takes a worker. Skipping the
+# worker saves each upload the copies into and out of its region, two wake-ups and a process
+# switch (BENCHMARKS.md, "In-process decode").
+QUICK_DECODE_S = 0.1
+
 _NS = 1e-9
 
 
@@ -43,9 +56,10 @@ def decode_seconds(img: Image.Image, size: int, scans: int) -> float:
     width, height = img.size
     pixels = width * height
     if img.format == "JPEG":
+        entropy = size * JPEG_NS_PER_BYTE * _NS
         if img.info.get("progressive"):
-            return pixels * max(scans, 1) * JPEG_NS_PER_PIXEL_SCAN * _NS
-        return pixels * JPEG_NS_PER_PIXEL * _NS
+            return pixels * max(scans, 1) * JPEG_NS_PER_PIXEL_SCAN * _NS + entropy
+        return pixels * JPEG_NS_PER_PIXEL * _NS + entropy
     seconds = pixels * OTHER_NS_PER_PIXEL * _NS
     if any(tile.codec_name in Image.DECODERS for tile in img.tile):
         seconds += size * PYTHON_CODEC_NS_PER_BYTE * _NS

@@ -14,6 +14,7 @@ import numpy as np
 from model_contract import Preprocessing
 from service.pipeline.decode.budget import Budget, DecodeBudget
 from service.pipeline.decode.checks import DecodePlan, plan_decode
+from service.pipeline.decode.image import preprocess
 from service.pipeline.decode.workers import DecodeLimits, DecodePool
 
 
@@ -43,10 +44,12 @@ class _Trip:
 class Decoder:
     """Upload bytes → model input under the limits; what the request handlers call.
 
-    One trip to a decode thread plans the upload, takes what its decode needs and has a worker
-    decode it: its memory and, for an expensive upload (cost.py), a slot of the expensive lane,
-    which leaves one worker to cheap uploads. Only when one of them is not free at once does the
-    upload wait on the event loop, holding no thread, and take a second trip. Each trip costs
+    One trip to a decode thread plans the upload, takes what its decode needs and decodes it:
+    a quick one (a baseline JPEG of bounded size, checks.py) in that thread, any other in a
+    worker. What it takes first: its memory and, for an expensive upload (cost.py), a slot of
+    the expensive lane, which leaves one worker to cheap uploads. Only when one of them is not
+    free at once does the upload wait on the event loop, holding no thread, and take a second
+    trip. Each trip costs
     ~125 µs of CPU and as much latency on the 2-core machine (BENCHMARKS.md, "Upload path").
     """
 
@@ -90,6 +93,8 @@ class Decoder:
             trip.reserved = self.budget.try_acquire(trip.plan)
             if not trip.reserved:
                 return None
+        if trip.plan.quick:  # bounded by its pixels: no worker needed to stop it
+            return preprocess(data, self.spec, self.limits.max_pixels)
         return self.pool.run(data)
 
     async def _wait_for_room(self, trip: _Trip) -> None:
