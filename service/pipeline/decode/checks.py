@@ -55,7 +55,7 @@ class DecodePlan:
     mode: str
     memory_bytes: int
     decode_s: float = 0.0
-    baseline_jpeg: bool = False  # 8-bit Huffman-coded, one scan: its cost is its pixels
+    baseline_jpeg: bool = False  # 8-bit, Huffman-coded, one scan (cost.py)
 
     @property
     def expensive(self) -> bool:
@@ -102,7 +102,7 @@ def _first_scan(data: bytes) -> int:
 
 def is_baseline_jpeg(data: bytes, scans: int) -> bool:
     """One scan, a Huffman-coded DCT frame (SOF0/SOF1) of 8-bit samples: libjpeg decodes it in
-    one pass whose time follows the pixel count, so no structure can make it slow."""
+    one pass whose time follows its pixels and bytes, so no structure can make it slow."""
     if scans != 1:
         return False
     frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]

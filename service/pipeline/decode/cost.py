@@ -40,11 +40,11 @@ EXPENSIVE_DECODE_S = 0.5
 
 # A baseline JPEG (checks.py) estimated at most this long decodes in the server's decode thread
 # itself rather than in a worker: its time follows its pixels and bytes, which the estimate
-# bounds from above (the slowest such files measured: 45-55 ms), so it needs no worker's kill to
+# bounds from above (the slowest such files measured: 45-48 ms), so it needs no worker's kill to
 # stay bounded, and its memory is reserved from the budget like any other. A phone's 12 MP photo
 # of 2 MB is quick (87 ms estimated); a bigger or noisier file takes a worker. Skipping the
 # worker saves each upload the copies into and out of its region, two wake-ups and a process
-# switch (BENCHMARKS.md, "In-process decode").
+# switch (BENCHMARKS.md, "Quick JPEGs decode in their thread").
 QUICK_DECODE_S = 0.1
 
 _NS = 1e-9

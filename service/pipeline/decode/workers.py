@@ -17,9 +17,10 @@ The path of an upload (decoder.py drives it, in one trip to a decode thread):
    (a small one may pass a waiting big one, until that has waited a second); one bigger than
    the whole budget gets 413 at once. An expensive upload first takes a slot of the expensive
    lane: expensive decodes hold every worker but one, so cheap uploads always have one.
-3. ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and crops them and
-   answers with the model's small uint8 input (150 kB at 224², never the decoded image); both
-   cross through the worker's shared-memory region (channel.py). Past
+3. A quick upload (a small baseline JPEG, cost.py) decodes in the decode thread itself. For
+   any other, ``DecodePool`` hands the bytes to an idle worker, which decodes, converts and
+   crops them and answers with the model's small uint8 input (150 kB at 224², never the
+   decoded image); both cross through the worker's shared-memory region (channel.py). Past
    EFFICIENTNET_DECODE_TIMEOUT_S the worker is killed and replaced, and the request gets 422.
 
 The workers are forked from a ``forkserver`` that has imported only this module (Pillow, NumPy):
