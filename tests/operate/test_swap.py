@@ -222,16 +222,19 @@ def test_swaps_give_the_old_models_memory_back(server: Server, models: Models) -
 
     swap_round()
     workers = len(descendants(server.pid))
-    after_one = server.rss_kb()
-    for _ in range(4):
+    rss_mb = [server.rss_kb() / 1024]
+    for _ in range(6):
         swap_round()
-    grown_mb = (server.rss_kb() - after_one) / 1024
+        rss_mb.append(server.rss_kb() / 1024)
     model_mb = models.lite0.stat().st_size / 2**20
-    print(f"RSS after 1 round {after_one / 1024:.0f} MB, 4 more rounds +{grown_mb:.0f} MB")
+    print("RSS after each round (MB):", [round(r) for r in rss_mb])
     assert len(descendants(server.pid)) == workers
-    # Four rounds load 8 models of ~model_mb each: if the old ones stayed, RSS would grow by
-    # several times that.
-    assert grown_mb < 1.5 * model_mb, (grown_mb, model_mb)
+    # The allocators settle over the first rounds (onnxruntime's arenas and glibc's heaps take
+    # +30-60 MB here, then stay); models that stayed would add two each round, so the last
+    # three rounds would grow by six models' weights at least: half of that is the bound (the
+    # settled rounds here moved 0-17 MB).
+    late_growth = rss_mb[-1] - rss_mb[-4]
+    assert late_growth < 3 * model_mb, (rss_mb, model_mb)
 
 
 def test_sighup_swaps_in_the_file_now_at_the_configured_path(
