@@ -84,7 +84,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def _rounds(figures: dict[str, Any] | None, key: str = "rounds_throughput") -> list[float]:
+def rounds_of(figures: dict[str, Any] | None, key: str = "rounds_throughput") -> list[float]:
     """Every round's figure of one measurement (best_of keeps them); none if it served nothing."""
     if not figures or not figures.get("count", True):
         return []
@@ -129,28 +129,28 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
     if svc is None:
         return []
     ip = result.inprocess
-    sequential, pipelined = _rounds(ip["sequential"]), _rounds(ip["pipelined"])
+    sequential, pipelined = rounds_of(ip["sequential"]), rounds_of(ip["pipelined"])
     web_limit = [max(a, b) for a, b in zip(sequential, pipelined, strict=True)]
     c = HEADLINE_CONCURRENCY
     targets = [
         _target(v, f"service c{level} / in-process pipeline",
-                _paired_ratio(_rounds(svc.levels[level]), web_limit), ">=", LIMIT_FRACTION)
+                _paired_ratio(rounds_of(svc.levels[level]), web_limit), ">=", LIMIT_FRACTION)
         for level in (c, 64) if level in svc.levels
     ]  # fmt: skip
     targets += [
         _target(v, f"service c{level} phone / in-process pipeline phone",
-                _paired_ratio(_rounds(figures), _rounds(ip["pipelined_phone"])), ">=",
+                _paired_ratio(rounds_of(figures), rounds_of(ip["pipelined_phone"])), ">=",
                 LIMIT_FRACTION)
         for level, figures in sorted(svc.phone.items())
     ]  # fmt: skip
     if c in svc.levels:
         targets.append(
             _target(v, f"service c{c} / ORT alone batch 1",
-                    _paired_ratio(_rounds(svc.levels[c]), _rounds(ip["ort_batch1"])), ">=", 0.8)
+                    _paired_ratio(rounds_of(svc.levels[c]), rounds_of(ip["ort_batch1"])), ">=", 0.8)
         )  # fmt: skip
     if 1 in svc.levels:
-        added = Paired.of(_rounds(svc.levels[1], "rounds_p50_ms"),
-                          _rounds(ip["sequential"], "rounds_p50_ms"), operator.sub)  # fmt: skip
+        added = Paired.of(rounds_of(svc.levels[1], "rounds_p50_ms"),
+                          rounds_of(ip["sequential"], "rounds_p50_ms"), operator.sub)  # fmt: skip
         targets.append(
             _target(v, "p50 at c1 minus in-process sequential p50", added, "<=", C1_ADDED_MS,
                     " ms")
@@ -158,7 +158,7 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
     if torch:
         targets += [
             _target(v, f"service / torch eager at c{level}",
-                    _paired_ratio(_rounds(svc.levels[level]), _rounds(torch.levels.get(level))),
+                    _paired_ratio(rounds_of(svc.levels[level]), rounds_of(torch.levels.get(level))),
                     ">", 1.0)
             for level in sorted(svc.levels)
         ]  # fmt: skip

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from benchmarks.procs import (
 )
 from benchmarks.report import (
     CONCURRENCY_LEVELS,
+    HEADLINE_CONCURRENCY,
     PHONE_LEVELS,
     ServerResult,
     VariantResult,
@@ -40,6 +42,7 @@ from benchmarks.report import (
     figures_table,
     targets_table,
 )
+from benchmarks.stats import RunStats
 from service.config import Settings
 from service.pipeline.session import ModelSession
 
@@ -105,26 +108,41 @@ class InProcess:
 
 
 def run_inprocess(
-    ip: InProcess, web: list[Photo], phone: list[Photo], counts: Counts
+    ip: InProcess, web: list[Photo], phone: list[Photo], counts: Counts, which: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:
+    """The in-process measurements named in ``which`` (report.INPROCESS_ROWS' keys)."""
     session, settings = ip.session, ip.settings
     spec, max_px = session.metadata.preprocessing, settings.max_image_pixels
     workers, _ = settings.thread_counts()
     policy = settings.batch_policy(session.provider)
     max_batch, runs = policy.max_batch_size, policy.workers
     count, secs = counts.requests, counts.level_seconds
-    tensors = inprocess.preprocessed(web, spec, max_px)
-    stats = {
-        "sequential": inprocess.sequential(session, web, spec, max_px, count, secs),
-        "pipelined": inprocess.pipelined(
+    measurements: dict[str, Callable[[], RunStats]] = {
+        "sequential": lambda: inprocess.sequential(session, web, spec, max_px, count, secs),
+        "pipelined": lambda: inprocess.pipelined(
             session, web, spec, max_px, workers, count, secs, max_batch, runs
         ),
-        "ort_batch1": inprocess.ort_alone(session, tensors, 1, counts.ort, secs),
-        "pipelined_phone": inprocess.pipelined(
+        "ort_batch1": lambda: inprocess.ort_alone(
+            session, inprocess.preprocessed(web, spec, max_px), 1, counts.ort, secs
+        ),
+        "pipelined_phone": lambda: inprocess.pipelined(
             session, phone, spec, max_px, workers, count, secs, max_batch, runs
         ),
     }
-    return {k: v.as_dict() for k, v in stats.items()}
+    return {name: measurements[name]().as_dict() for name in which}
+
+
+def round_steps(levels: tuple[int, ...]) -> list[tuple[tuple[str, ...], list[tuple[str, int]]]]:
+    """A round as steps: an in-process measurement, then at once the server loads that the
+    targets compare with it (report.evaluate), so that the two sides of each comparison run
+    seconds apart rather than a minute: the single-image latency before c1 (and c4), the
+    pipeline and ORT alone before c16 and c64, the phone pipeline before the phone levels."""
+    return [
+        (("sequential",), [("web", level) for level in levels if level < HEADLINE_CONCURRENCY]),
+        (("pipelined", "ort_batch1"),
+         [("web", level) for level in levels if level >= HEADLINE_CONCURRENCY]),
+        (("pipelined_phone",), [("phone", level) for level in PHONE_LEVELS]),
+    ]  # fmt: skip
 
 
 def run_level(server: Server, photos: list[Photo], level: int, counts: Counts) -> dict[str, Any]:
@@ -144,11 +162,13 @@ def run_level(server: Server, photos: list[Photo], level: int, counts: Counts) -
 
 
 def load_server(
-    server: Server, workloads: dict[str, list[Photo]], counts: Counts, levels: tuple[int, ...]
+    server: Server,
+    workloads: dict[str, list[Photo]],
+    counts: Counts,
+    runs: list[tuple[str, int]],
 ) -> dict[str, dict[str, Any]]:
-    """Every level on web-size photos, then PHONE_LEVELS on phone-size photos; keyed
-    'web c<level>' / 'phone c<level>', each with the server's CPU per request and peak RSS."""
-    runs = [("web", level) for level in levels] + [("phone", level) for level in PHONE_LEVELS]
+    """Each (workload, level) of ``runs``, keyed 'web c<level>' / 'phone c<level>', each with
+    the server's CPU per request and peak RSS."""
     out = {}
     for workload, level in runs:
         cpu_before = tree_cpu_seconds(server.process.pid)
@@ -173,10 +193,9 @@ def best_of(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
     for key in rounds[0]:
         candidates = [r[key] for r in rounds]
         chosen = dict(max(candidates, key=lambda f: float(f.get("throughput", 0.0))))
-        chosen["rounds_throughput"] = [
-            round(float(f.get("throughput", 0.0)), 2) for f in candidates
-        ]
-        chosen["rounds_p50_ms"] = [round(float(f.get("p50_ms", 0.0)), 2) for f in candidates]
+        # Unrounded: the targets are ratios of these (report.Paired).
+        chosen["rounds_throughput"] = [float(f.get("throughput", 0.0)) for f in candidates]
+        chosen["rounds_p50_ms"] = [float(f.get("p50_ms", 0.0)) for f in candidates]
         best[key] = chosen
     return best
 
@@ -226,14 +245,22 @@ def run_variant(
             argv += ["--port", str(torch_port)]
             servers.append(start_server("torch-eager", argv, torch_port, {},
                                         log_dir / f"torch-{torch_port}.log"))  # fmt: skip
-        inproc_rounds, server_rounds = [], {s.name: [] for s in servers}
+        inproc_rounds: list[dict[str, dict[str, Any]]] = []
+        server_rounds: dict[str, list[dict[str, dict[str, Any]]]] = {s.name: [] for s in servers}
         for r in range(counts.rounds):
             print(f"  round {r + 1}/{counts.rounds}", flush=True)
-            inproc_rounds.append(run_inprocess(ip, workloads["web"], workloads["phone"], counts))
-            summary = {k: round(v["throughput"], 1) for k, v in inproc_rounds[-1].items()}
-            print(f"    in-process: {summary} img/s", flush=True)
+            inproc_rounds.append({})
             for server in servers:
-                server_rounds[server.name].append(load_server(server, workloads, counts, levels))
+                server_rounds[server.name].append({})
+            for which, runs in round_steps(levels):
+                figures = run_inprocess(ip, workloads["web"], workloads["phone"], counts, which)
+                inproc_rounds[-1].update(figures)
+                summary = {k: round(v["throughput"], 1) for k, v in figures.items()}
+                print(f"    in-process: {summary} img/s", flush=True)
+                for server in servers:
+                    server_rounds[server.name][-1].update(
+                        load_server(server, workloads, counts, runs)
+                    )
     finally:
         for server in servers:
             server.stop()

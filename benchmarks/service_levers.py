@@ -71,6 +71,21 @@ CONFIGS: dict[str, Config] = {
         command=(*UVICORN, "--loop", "uvloop", "--http", "httptools")
     ),
     "uvicorn CLI, asyncio + h11": Config(command=(*UVICORN, "--loop", "asyncio", "--http", "h11")),
+    # Two server processes sharing the port (uvicorn's --workers), each its own GIL and model,
+    # sized so that the two together use what one service does: the ceiling of a multi-process
+    # service (the plain CLI: no edge bounds; metrics and swaps would be per process).
+    "uvicorn CLI, 2 processes of 1 thread": Config(
+        {
+            "EFFICIENTNET_INTRA_OP_THREADS": "1",
+            "EFFICIENTNET_INFERENCE_WORKERS": "1",
+            "EFFICIENTNET_PREPROCESS_THREADS": "1",
+        },
+        command=(*UVICORN, "--loop", "uvloop", "--http", "httptools", "--workers", "2"),
+    ),
+    "uvicorn CLI, 2 processes, intra-op 1": Config(
+        {"EFFICIENTNET_INTRA_OP_THREADS": "1"},
+        command=(*UVICORN, "--loop", "uvloop", "--http", "httptools", "--workers", "2"),
+    ),
 }
 
 
