@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.report import Paired, ServerResult, Target, VariantResult, evaluate
+from benchmarks.report import (
+    INPROCESS_ROWS,
+    Paired,
+    ServerResult,
+    Target,
+    VariantResult,
+    evaluate,
+)
+from benchmarks.run import round_steps
 
 
 def _figures(throughputs: list[float], p50s: list[float] | None = None) -> dict[str, object]:
@@ -73,3 +81,17 @@ def test_a_measurement_missing_a_round_fails_its_target() -> None:
     result.service.levels[16] = {"count": 0, "throughput": 0.0}  # served nothing
     target = _target(result, "service c16 / in-process pipeline")
     assert target.value is None and not target.passed
+
+
+def test_a_round_runs_each_limit_right_before_the_loads_compared_with_it() -> None:
+    levels = (1, 4, 16, 64)
+    steps = round_steps(levels)
+    measured = [name for which, _ in steps for name in which]
+    assert sorted(measured) == sorted(key for key, _ in INPROCESS_ROWS)  # each row, once
+    loads = [load for _, runs in steps for load in runs]
+    assert sorted(loads) == sorted([("web", n) for n in levels] + [("phone", n) for n in (16, 64)])
+    step_of = {load: i for i, (_, runs) in enumerate(steps) for load in runs}
+    limit_of = {name: i for i, (which, _) in enumerate(steps) for name in which}
+    assert step_of[("web", 1)] == limit_of["sequential"]  # the c1 latency target's two sides
+    assert step_of[("web", 16)] == step_of[("web", 64)] == limit_of["pipelined"]
+    assert step_of[("phone", 16)] == step_of[("phone", 64)] == limit_of["pipelined_phone"]
