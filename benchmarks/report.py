@@ -58,9 +58,6 @@ class ServerResult:
     levels: dict[int, dict[str, Any]] = field(default_factory=dict)  # web-size photos
     phone: dict[int, dict[str, Any]] = field(default_factory=dict)  # phone-size photos
 
-    def throughput(self, concurrency: int) -> float | None:
-        return _count_throughput(self.levels.get(concurrency) or {})
-
 
 @dataclass
 class VariantResult:
@@ -80,15 +77,11 @@ class VariantResult:
         )
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
-
-
 def rounds_of(figures: dict[str, Any] | None, key: str = "rounds_throughput") -> list[float]:
     """Every round's figure of one measurement (best_of keeps them); none if it served nothing."""
     if not figures or not figures.get("count", True):
         return []
-    return [float(x) for x in figures.get(key, [figures.get(key.removeprefix("rounds_"), 0.0)])]
+    return [float(x) for x in figures.get(key, [])]
 
 
 @dataclass(frozen=True)
@@ -166,10 +159,6 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
         targets.append(Target(v, "start to /readyz 200", svc.ready_s, "<=", 3.0, " s"))
         targets.append(Target(v, "peak RSS under load", svc.peak_rss_mb, "<=", PEAK_RSS_MB, " MB"))
     return targets
-
-
-def _count_throughput(figures: dict[str, Any]) -> float | None:
-    return float(figures["throughput"]) if figures.get("count") else None
 
 
 def fmt(x: float | None, digits: int = 1) -> str:
