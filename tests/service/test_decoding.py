@@ -31,6 +31,7 @@ from service.pipeline.decode.checks import (
     MAX_PNG_CHUNKS,
     DecodePlan,
     check_structure,
+    decodes_one_scan,
     jpeg_scan_count,
     plan_decode,
 )
@@ -86,6 +87,36 @@ def test_scan_limits_refuse_bombs_and_pass_photos() -> None:
     check_structure(heavy, 1_000_000)
     with pytest.raises(DecodeTooExpensive):
         check_structure(heavy, LIMIT)
+
+
+def test_a_one_scan_sequential_jpeg_is_not_walked_and_scans_after_it_are_refused() -> None:
+    """libjpeg decodes the one scan of an interleaved sequential frame and stops at any later
+    SOS: the plan need not count them, and a file padded with them decodes to a clear 400,
+    in about the time of its first scan, not a 500 or a long decode."""
+    plain = encode(Image.new("RGB", (640, 480), (10, 120, 200)), "JPEG")
+    assert decodes_one_scan(plain)
+    first = plain.index(b"\xff\xda")
+    padded = plain[:-2] + plain[first:-2] * 200 + b"\xff\xd9"
+    assert jpeg_scan_count(padded) == 201
+    assert check_structure(padded, 640 * 480) == 1
+    plan = plan_decode(padded, LIMIT, draft_to=256)
+    assert plan.baseline_jpeg and plan.quick
+    with pytest.raises(ServiceError) as refused:
+        preprocess(padded, SPEC, LIMIT)
+    assert refused.value.status_code == 400
+    # Progressive and grey-progressive files are still walked and counted.
+    assert not decodes_one_scan(progressive("RGB"))
+    assert check_structure(progressive("L", extra_scans=20), 64 * 48) == 26
+
+
+def test_a_sequential_jpeg_whose_first_scan_lacks_a_component_is_walked() -> None:
+    """A non-interleaved sequential file (one component per scan) decodes every scan: it is
+    counted like a progressive one."""
+    plain = encode(Image.new("RGB", (64, 48)), "JPEG")
+    first = plain.index(b"\xff\xda")
+    one_component = bytearray(plain)
+    one_component[first + 4] = 1  # Ns: the scan header now names fewer components than the frame
+    assert not decodes_one_scan(bytes(one_component))
 
 
 def test_png_chunk_limit() -> None:

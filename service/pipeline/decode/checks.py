@@ -112,6 +112,20 @@ def is_baseline_jpeg(data: bytes, scans: int) -> bool:
     return pos + 4 < len(data) and data[pos + 4] == 8  # sample precision
 
 
+def decodes_one_scan(data: bytes) -> bool:
+    """A sequential Huffman frame (SOF0/SOF1) whose first scan holds every component: libjpeg
+    decodes that scan and nothing after it (a later SOS stops the decode with an error, "broken
+    data stream"), so the file's further scans cost no decoding and need no counting. Skipping
+    the count spares a 2 MB phone photo 0.9 ms of walking its bytes."""
+    frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]
+    scan = _first_scan(data)
+    if len(frames) != 1 or frames[0][1] not in _BASELINE_FRAMES or scan < 0:
+        return False
+    components = frames[0][0] + 9  # FF Cn, length, precision, height, width, then Nf
+    in_scan = scan + 4  # FF DA, length, then Ns
+    return in_scan < len(data) and data[in_scan] == data[components]
+
+
 def jpeg_scan_count(data: bytes) -> int:
     """Scans in a JPEG: SOS markers from the first one on.
 
@@ -119,9 +133,9 @@ def jpeg_scan_count(data: bytes) -> int:
     counting after the first scan's start is exact for the file's own scans; the table segments
     between scans could contain the pair only by chance, which merely adds to the count.
 
-    Every upload is walked whole, in the server: NumPy finds the DA bytes and looks at the byte
-    before each, a block at a time, in 0.9 ms for a 2 MB phone photo where ``bytes.count`` took
-    2.6 ms, and outside the GIL, so the event loop keeps serving meanwhile.
+    A JPEG that is not one scan (``decodes_one_scan``) is walked whole, in the server: NumPy
+    finds the DA bytes and looks at the byte before each, a block at a time, in 0.9 ms for 2 MB
+    where ``bytes.count`` took 2.6 ms, and outside the GIL, so the event loop keeps serving.
     """
     start = _first_scan(data)
     if start < 0:
@@ -148,9 +162,9 @@ def png_chunk_count(data: bytes, limit: int) -> int:
 
 def check_structure(data: bytes, pixels: int) -> int:
     """Refuse files whose structure alone makes them too expensive to decode (422); returns a
-    JPEG's scan count (0 for other formats), which the time estimate reads."""
+    JPEG's scans that libjpeg will decode (0 for other formats), which the time estimate reads."""
     if data.startswith(b"\xff\xd8"):
-        scans = jpeg_scan_count(data)
+        scans = 1 if decodes_one_scan(data) else jpeg_scan_count(data)
         if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
             raise DecodeTooExpensive(
                 f"JPEG has {scans} scans of {pixels} pixels, over the limits of "
