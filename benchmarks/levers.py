@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
+from benchmarks.report import save_table
 from model_contract import Preprocessing
 from model_contract.pixels import to_model_input
 from service.config import load_settings
@@ -359,10 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         md = draft_accuracy(args.out_dir)
     else:
         md = run_levers(args.variant, args.rounds, args.seconds, args.out_dir)
-    print(md)
-    path = args.out_dir / f"levers-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    path.write_text(md)
-    print(f"written: {path}")
+    save_table(md, args.out_dir, f"levers-{args.variant}")
     return 0
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import operator
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CONCURRENCY_LEVELS: tuple[int, ...] = (1, 4, 16, 64)
@@ -159,6 +161,15 @@ def evaluate(result: VariantResult, strict_resources: bool) -> list[Target]:
         targets.append(Target(v, "start to /readyz 200", svc.ready_s, "<=", 3.0, " s"))
         targets.append(Target(v, "peak RSS under load", svc.peak_rss_mb, "<=", PEAK_RSS_MB, " MB"))
     return targets
+
+
+def save_table(md: str, out_dir: Path, stem: str) -> Path:
+    """Print a markdown report and write it to ``out_dir/<stem>-<time>.md``."""
+    print(md)
+    path = out_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    path.write_text(md)
+    print(f"written: {path}")
+    return path
 
 
 def fmt(x: float | None, digits: int = 1) -> str:

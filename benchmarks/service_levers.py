@@ -26,13 +26,13 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
 from benchmarks.procs import Server, free_port, start_server, tree_cpu_seconds, tree_hwm_bytes
+from benchmarks.report import save_table
 from benchmarks.run import FULL, Counts, run_level, service_env
 
 MiB = 1024 * 1024
@@ -182,7 +182,7 @@ def table(variant: str, samples: dict[str, list[dict[str, float]]], cols: list[s
     return "\n".join(lines) + "\n"
 
 
-def _env_pairs(pairs: list[str]) -> dict[str, str]:
+def key_values(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -225,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         phone=[p for p in photos if p.size == PHONE_SIZE],
         levels=tuple(args.levels),
         counts=counts,
-        base_env=_env_pairs(args.service_env),
+        base_env=key_values(args.service_env),
         log=args.out_dir / "service-levers.log",
     )
     configs = {name: CONFIGS[name] for name in args.configs}
-    for name, directory in _env_pairs(args.checkout).items():
+    for name, directory in key_values(args.checkout).items():
         configs[name] = checkout_config(Path(directory))
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     for _ in range(args.rounds):
@@ -238,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             samples[name].append(figures)
             print(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True)
     md = table(args.variant, samples, columns(plan.levels, bool(plan.phone)))
-    print(md)
-    path = args.out_dir / f"service-levers-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    path.write_text(md)
-    print(f"written: {path}")
+    save_table(md, args.out_dir, f"service-levers-{args.variant}")
     return 0
 
 
