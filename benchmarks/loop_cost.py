@@ -34,13 +34,19 @@ from PIL import Image
 from benchmarks.loadgen import make_upload, run_load
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo
-from benchmarks.procs import Server, free_port, start_server, tree_cpu_seconds
+from benchmarks.procs import (
+    Server,
+    free_port,
+    main_thread_cpu_ns,
+    main_thread_system_seconds,
+    start_server,
+    tree_cpu_seconds,
+)
 from benchmarks.report import save_table
 from benchmarks.run import service_env
 from benchmarks.service_levers import checkout_config, key_values
 
 TINY_SIZE = (32, 24)
-CLOCK_TICKS_S = 100.0  # /proc's utime and stime are in USER_HZ ticks (100 on Linux)
 
 
 @dataclass(frozen=True)
@@ -61,16 +67,6 @@ class Cost:
     loop_sys: float  # of which in the kernel (ticks of 10 ms: coarse for short runs)
     process_cpu: float  # the whole server: every thread and the decode workers
     p50: float
-
-
-def loop_cpu_ns(pid: int) -> int:
-    """The main thread's time on a CPU so far (``schedstat``: nanoseconds, user + system)."""
-    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0])
-
-
-def loop_sys_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / CLOCK_TICKS_S  # stime: the 15th field, the 13th after the name
 
 
 def tiny_photo(web: Photo, out_dir: Path) -> Path:
@@ -122,7 +118,8 @@ def _classify(server: Server, kind: Kind) -> float:
 
 def measure(server: Server, kind: Kind) -> Cost:
     pid = server.process.pid
-    cpu, sys_s, tree = loop_cpu_ns(pid), loop_sys_s(pid), tree_cpu_seconds(pid)
+    cpu, sys_s = main_thread_cpu_ns(pid), main_thread_system_seconds(pid)
+    tree = tree_cpu_seconds(pid)
     if kind.photo is None:
         p50 = 1e3 * statistics.median(_healthz(server, kind.requests))
         served = kind.requests
@@ -130,8 +127,8 @@ def measure(server: Server, kind: Kind) -> Cost:
         p50 = _classify(server, kind)
         served = kind.requests + 2  # and the warm-up
     return Cost(
-        loop_cpu=(loop_cpu_ns(pid) - cpu) / 1e6 / served,
-        loop_sys=1e3 * (loop_sys_s(pid) - sys_s) / served,
+        loop_cpu=(main_thread_cpu_ns(pid) - cpu) / 1e6 / served,
+        loop_sys=1e3 * (main_thread_system_seconds(pid) - sys_s) / served,
         process_cpu=1e3 * (tree_cpu_seconds(pid) - tree) / served,
         p50=p50,
     )

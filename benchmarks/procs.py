@@ -60,17 +60,32 @@ def _status_kb(pid: int, key: str) -> int:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _user_system_ticks(stat: Path) -> tuple[int, int]:
+    # Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process and its children so far."""
     total = 0
     for p in process_tree(pid):
         try:
-            # Fields after the command name (which may contain spaces): utime is 14th, stime 15th.
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            total += sum(_user_system_ticks(Path(f"/proc/{p}/stat")))
         except (OSError, IndexError, ValueError):
             continue
     return total / CLOCK_TICKS
+
+
+def main_thread_cpu_ns(pid: int) -> int:
+    """The process's main thread's time on a CPU so far (``schedstat``: nanoseconds, user and
+    system together; ``stat``'s ticks are 10 ms)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0])
+
+
+def main_thread_system_seconds(pid: int) -> float:
+    """Of that, the time in the kernel (in ticks: coarse for short runs)."""
+    return _user_system_ticks(Path(f"/proc/{pid}/task/{pid}/stat"))[1] / CLOCK_TICKS
 
 
 def tree_rss_bytes(pid: int) -> int:

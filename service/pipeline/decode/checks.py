@@ -100,16 +100,20 @@ def _first_scan(data: bytes) -> int:
     return next((pos for pos, marker in _markers(data) if marker == 0xDA), -1)
 
 
+def _baseline_frame(data: bytes) -> int:
+    """Offset of the file's start of frame when it is the only one before the first scan and
+    a Huffman-coded DCT frame (SOF0/SOF1); -1 otherwise."""
+    frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]
+    if len(frames) != 1 or frames[0][1] not in _BASELINE_FRAMES:
+        return -1
+    return frames[0][0]
+
+
 def is_baseline_jpeg(data: bytes, scans: int) -> bool:
     """One scan, a Huffman-coded DCT frame (SOF0/SOF1) of 8-bit samples: libjpeg decodes it in
     one pass whose time follows its pixels and bytes, so no structure can make it slow."""
-    if scans != 1:
-        return False
-    frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]
-    if len(frames) != 1 or frames[0][1] not in _BASELINE_FRAMES:
-        return False
-    pos = frames[0][0]
-    return pos + 4 < len(data) and data[pos + 4] == 8  # sample precision
+    pos = _baseline_frame(data) if scans == 1 else -1
+    return pos >= 0 and pos + 4 < len(data) and data[pos + 4] == 8  # sample precision
 
 
 def decodes_one_scan(data: bytes) -> bool:
@@ -117,11 +121,10 @@ def decodes_one_scan(data: bytes) -> bool:
     decodes that scan and nothing after it (a later SOS stops the decode with an error, "broken
     data stream"), so the file's further scans cost no decoding and need no counting. Skipping
     the count spares a 2 MB phone photo 0.9 ms of walking its bytes."""
-    frames = [(pos, m) for pos, m in _markers(data) if m in _FRAMES]
-    scan = _first_scan(data)
-    if len(frames) != 1 or frames[0][1] not in _BASELINE_FRAMES or scan < 0:
+    frame, scan = _baseline_frame(data), _first_scan(data)
+    if frame < 0 or scan < 0:
         return False
-    components = frames[0][0] + 9  # FF Cn, length, precision, height, width, then Nf
+    components = frame + 9  # FF Cn, length, precision, height, width, then Nf
     in_scan = scan + 4  # FF DA, length, then Ns
     return in_scan < len(data) and data[in_scan] == data[components]
 
