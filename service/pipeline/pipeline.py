@@ -32,7 +32,7 @@ from service.errors import (
 from service.metrics import Metrics
 from service.pipeline import spans
 from service.pipeline.admission import Admission
-from service.pipeline.batcher import BatchTiming, Solo
+from service.pipeline.batcher import BatchTiming
 from service.pipeline.model import ServedModel
 from service.pipeline.ranking import softmax, top_k
 from service.pipeline.session import ModelSession
@@ -260,29 +260,6 @@ class Pipeline:
             self.metrics.preprocess.observe(time.perf_counter() - started)
             return image
 
-    async def _decode_and_run(
-        self, model: ServedModel, data: bytes, solo: Solo
-    ) -> tuple[np.ndarray, float]:
-        """Decode and inference in one trip to a decode thread, on the worker an idle batcher
-        lent (batcher.py): the logits row, and when the decode ended (its inference began)."""
-        trace = spans.traced_context()
-        started = time.perf_counter()
-        try:
-            logits = await model.decoder.preprocess(data, then=solo.run)
-        except BaseException as exc:
-            if solo.started is None:  # the decode itself failed or was cut short
-                message = exc.message if isinstance(exc, ServiceError) else type(exc).__name__
-                spans.record_stage(spans.DECODE, trace, started, time.perf_counter(), message)
-            else:  # the inference failed: the batcher traced it
-                spans.record_stage(spans.DECODE, trace, started, solo.started)
-            raise
-        finally:
-            solo.give_back()
-        assert solo.started is not None
-        self.metrics.preprocess.observe(solo.started - started)
-        spans.record_stage(spans.DECODE, trace, started, solo.started)
-        return logits, solo.started
-
     async def to_pixels(self, convert: Callable[..., T], *args: Any) -> T:
         """A CPU-bound conversion of request tensors, off the event loop."""
         loop = asyncio.get_running_loop()
@@ -295,15 +272,10 @@ class Pipeline:
 
     async def _classify(self, model: ServedModel, data: bytes, k: int) -> Classification:
         started = time.perf_counter()
+        image = await self.decode(model, data)
+        decoded = time.perf_counter()
         timing = BatchTiming()
-        solo = await model.batcher.lend_idle(timing)
-        if solo is None:
-            image = await self.decode(model, data)
-            decoded = time.perf_counter()
-            logits = await model.batcher.submit(image, timing)
-        else:
-            logits, decoded = await self._decode_and_run(model, data, solo)
-        probabilities = softmax(logits)
+        probabilities = softmax(await model.batcher.submit(image, timing))
         labels = model.session.metadata.labels
         predictions = [
             Prediction(int(i), labels[i], float(probabilities[i])) for i in top_k(probabilities, k)

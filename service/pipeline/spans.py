@@ -68,13 +68,3 @@ def record(
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, error))
     span.end(end_time=end_ns)
-
-
-def record_stage(
-    name: str, parent: Context | None, started: float, ended: float, error: str | None = None
-) -> None:
-    """A stage's span under ``parent`` (when traced), from two ``time.perf_counter()``
-    readings: for a stage that did not run in the request's own task."""
-    if parent is not None:
-        clock = Clock()
-        record(name, parent, clock.ns(started), clock.ns(ended), {}, error)

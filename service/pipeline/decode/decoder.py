@@ -34,7 +34,6 @@ class _Trip:
     """One upload's way through the decoder, in one or two trips to a decode thread: what it
     holds, given back once neither a thread nor the request needs it."""
 
-    then: Callable[[np.ndarray], np.ndarray] | None = None  # run on the image in the thread
     plan: DecodePlan | None = None
     laned: bool = False  # holds one of the expensive lane's slots
     reserved: bool = False  # holds the plan's memory
@@ -61,12 +60,8 @@ class Decoder:
         self.lane = Budget(expensive_slots(limits.workers))
         self.pool = DecodePool(spec, limits)
 
-    async def preprocess(
-        self, data: bytes, then: Callable[[np.ndarray], np.ndarray] | None = None
-    ) -> np.ndarray:
-        """``data`` decoded to the model's input; or, given ``then``, what ``then`` makes of
-        that input in the same decode thread, right after the decode."""
-        trip = _Trip(then)
+    async def preprocess(self, data: bytes) -> np.ndarray:
+        trip = _Trip()
         try:
             image = await self._in_thread(self._plan_and_decode, trip, data)
             while image is None:
@@ -99,10 +94,8 @@ class Decoder:
             if not trip.reserved:
                 return None
         if trip.plan.quick:  # bounded by its pixels: no worker needed to stop it
-            image = preprocess(data, self.spec, self.limits.max_pixels)
-        else:
-            image = self.pool.run(data)
-        return image if trip.then is None else trip.then(image)
+            return preprocess(data, self.spec, self.limits.max_pixels)
+        return self.pool.run(data)
 
     async def _wait_for_room(self, trip: _Trip) -> None:
         """On the event loop: wait for what the upload lacks, the lane's slot before memory."""
