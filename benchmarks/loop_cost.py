@@ -44,7 +44,7 @@ from benchmarks.procs import (
 )
 from benchmarks.report import save_table
 from benchmarks.run import service_env
-from benchmarks.service_levers import checkout_config, key_values
+from benchmarks.service_levers import add_server_options, checkout_config, key_values
 
 TINY_SIZE = (32, 24)
 
@@ -160,12 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="b0")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200, help="of each upload, per round")
-    parser.add_argument(
-        "--checkout", nargs="+", default=[], metavar="NAME=DIR",
-        help="also the service from another checkout of this repository",
-    )  # fmt: skip
-    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
-    parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
+    add_server_options(parser)
     return parser
 
 

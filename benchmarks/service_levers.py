@@ -192,6 +192,16 @@ def key_values(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every tool that runs the service side by side with other checkouts."""
+    parser.add_argument(
+        "--checkout", nargs="+", default=[], metavar="NAME=DIR",
+        help="also the service's defaults from another checkout of this repository",
+    )  # fmt: skip
+    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
+    parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="b0")
@@ -202,12 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--level-seconds", type=float, default=8.0, help="per level (at most)")
     parser.add_argument("--no-phone", action="store_true", help="web photos only")
     parser.add_argument("--service-env", nargs="+", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--checkout", nargs="+", default=[], metavar="NAME=DIR",
-        help="also the service's defaults from another checkout of this repository",
-    )  # fmt: skip
-    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/bench-models"))
-    parser.add_argument("--out-dir", type=Path, default=Path("artifacts"))
+    add_server_options(parser)
     return parser
 
 
