@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from service_helpers import encode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
@@ -22,7 +22,7 @@ from torchvision.transforms._presets import ImageClassification
 from model_contract import Preprocessing
 from model_contract.pixels import to_model_input, to_rgb
 from service.errors import BadImage, EmptyBody, ImageTooLarge, UnsupportedMediaType
-from service.pipeline.decode.image import decode_image, open_image, preprocess
+from service.pipeline.decode.image import DRAFT_HEADROOM, decode_image, open_image, preprocess
 
 TOLERANCE = 1 / 255
 LIMIT = 50_000_000
@@ -97,6 +97,46 @@ def test_jpeg_draft_stays_within_tolerance(chelsea: Image.Image, spec: Preproces
     assert drafted.size[0] < 4032, "draft mode should have decoded the JPEG smaller"
     reference = torchvision_pixels(Image.open(io.BytesIO(data)).convert("RGB"), spec)
     assert mad(preprocess(data, spec, LIMIT), reference) < TOLERANCE
+
+
+class _CountingDecoder:
+    """Pillow's decoder, counting the calls that hand it file data (each one a GIL hand-off)."""
+
+    def __init__(self, decoder: Any, calls: list[int]) -> None:
+        self._decoder, self._calls = decoder, calls
+
+    def decode(self, data: bytes) -> tuple[int, int]:
+        self._calls.append(len(data))
+        return self._decoder.decode(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+@pytest.mark.parametrize("drafted", [True, False])
+def test_a_phone_jpeg_reaches_its_decoder_in_one_call(
+    chelsea: Image.Image, spec: Preprocessing, drafted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _phone_sized(chelsea)
+    assert len(data) > 16 * ImageFile.MAXBLOCK  # Pillow's own reads would take many calls
+    calls: list[int] = []
+    getdecoder = Image._getdecoder
+    monkeypatch.setattr(
+        Image, "_getdecoder", lambda *args: _CountingDecoder(getdecoder(*args), calls)
+    )
+    draft_to = spec.resize_size if drafted else None
+    img = decode_image(data, LIMIT, draft_to=draft_to)
+    assert len(calls) == 1, f"the decoder took the file in {len(calls)} pieces"
+    reference = Image.open(io.BytesIO(data))  # read as Pillow reads it, 64 kB at a time
+    if draft_to:
+        reference.draft("RGB", (draft_to * DRAFT_HEADROOM,) * 2)
+    assert np.array_equal(np.asarray(img), np.asarray(reference.convert("RGB")))
+
+
+def test_a_truncated_phone_jpeg_is_refused(chelsea: Image.Image, spec: Preprocessing) -> None:
+    data = _phone_sized(chelsea)
+    with pytest.raises(BadImage, match="truncated"):
+        preprocess(data[: len(data) // 2], spec, LIMIT)
 
 
 def test_exif_orientation_is_applied(chelsea: Image.Image, spec: Preprocessing) -> None:
