@@ -1,31 +1,41 @@
-"""Dynamic batching: concurrent requests share one ``session.run`` in a worker thread.
+"""Dynamic batching: concurrent requests share one ``session.run`` in an inference thread.
 
-A collector task on the event loop waits for a free worker, takes the first queued image, then
-whatever else is queued (waiting at most ``max_delay`` for more) up to ``max_batch_size``, and
-hands the batch to that worker. While batches run, new requests queue up and form the next one,
-so batches grow with load on their own and a lone request never waits for company when the
-delay is 0. ``workers`` batches may run at once on the same onnxruntime session (its ``run`` is
-thread-safe): on a small CPU a second run fills the gaps a batch-1 run leaves between its many
-small operators (BENCHMARKS.md, "Two runs in flight"); on a GPU one is typical.
+``workers`` inference threads take their batches from one queue themselves: a free thread waits
+for the first queued image, then takes whatever else is queued (waiting at most ``max_delay``
+for more) up to ``max_batch_size``, runs it, hands the logits to the event loop and goes back to
+the queue. While batches run, new requests queue up and form the next one, so batches grow with
+load on their own and a lone request never waits for company when the delay is 0. One thread
+forms a batch at a time, so a batch is never split between two idle threads.
+
+The event loop only queues an image and, once per batch, receives the results: a thread whose
+run ends starts its next batch without waiting for the loop, which at c64 is busy with HTTP for
+a tenth of the time (BENCHMARKS.md, "Inference threads take their own batches").
+
+``workers`` batches may run at once on the same onnxruntime session (its ``run`` is thread-safe):
+on a small CPU a second run fills the gaps a batch-1 run leaves between its many small operators
+(BENCHMARKS.md, "Two runs in flight"); on a GPU one is typical.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from opentelemetry.context import Context
 
-from service.errors import InferenceFailed, NotReady, QueueFull
+from service.errors import InferenceFailed, NotReady, QueueFull, ServiceError
 from service.metrics import Metrics
 from service.pipeline import spans
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+
+# How often stop() looks whether the queue has drained.
+_DRAIN_POLL_S = 0.005
 
 
 @dataclass
@@ -63,136 +73,137 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_ms / 1000.0
         self.max_queue = max_queue
-        self._metrics = metrics
-        self._queue: asyncio.Queue[_Item] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.Event | None = None
         self.workers = workers
-        self._worker = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
-        self._slots: asyncio.Semaphore | None = None  # free workers
-        self._busy = 0  # batches being formed or run
-        self._running: set[asyncio.Task[None]] = set()  # strong refs to dispatched batches
+        self._metrics = metrics
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._lock = threading.Lock()  # the queue, ``_taken`` and ``_stopping``
+        self._queued = threading.Condition(self._lock)  # an image was queued, or stop
+        self._forming = threading.Lock()  # one thread forms a batch at a time
+        self._taken = 0  # batches taken from the queue whose results the loop has not had
+        self._stopping = False
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start the collector on the running event loop."""
-        self._queue = asyncio.Queue(maxsize=self.max_queue)
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._slots = asyncio.Semaphore(self.workers)
-        self._task = asyncio.get_running_loop().create_task(self._collect(), name="batcher")
+        """Start the inference threads; results go to the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"inference_{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def submit(self, image: np.ndarray, timing: BatchTiming | None = None) -> np.ndarray:
         """One uint8 HWC image → its float32 logits row; QueueFull (503) when the queue is full."""
-        if self._queue is None or self._closing:
+        if self._loop is None or self._closing:
             raise NotReady("the batcher is not running (starting up or shutting down)")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[np.ndarray] = self._loop.create_future()
         item = _Item(image, future, timing or BatchTiming(), trace=spans.traced_context())
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            raise QueueFull(
-                f"the inference queue is full ({self.max_queue} waiting); retry shortly"
-            ) from None
+        with self._lock:
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull(
+                    f"the inference queue is full ({self.max_queue} waiting); retry shortly"
+                )
+            self._queue.append(item)
+            self._queued.notify()
         self._observe_depth()
         return await future
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue else 0
+        return len(self._queue)
 
     async def stop(self) -> None:
-        """Refuse new work, finish everything already queued, then stop the worker."""
+        """Refuse new work, finish everything already queued, then stop the threads."""
         self._closing = True
-        if self._queue is not None and self._idle is not None:
-            while not self._queue.empty() or not self._idle.is_set():
-                await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._worker.shutdown(wait=True)
+        while self._queue or self._taken:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        with self._lock:
+            self._stopping = True
+            self._queued.notify_all()
+        await asyncio.to_thread(self._join)
 
-    async def _collect(self) -> None:
-        assert self._queue is not None and self._slots is not None
-        loop = asyncio.get_running_loop()
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    # --- In an inference thread ------------------------------------------------------------------
+
+    def _serve(self) -> None:
         while True:
-            # A worker first, then the batch: whatever queues while every worker is busy
-            # joins the next batch instead of waiting behind one formed too early.
-            await self._slots.acquire()
-            try:
-                first = await self._queue.get()
-            except BaseException:
-                self._slots.release()
-                raise
-            self._begin()
-            batch = [first]
-            await self._fill(batch, loop.time() + self.max_delay_s)
-            self._observe_depth()
+            with self._forming:
+                batch = self._next_batch()
+            if batch is None:
+                return
             live = [item for item in batch if not item.future.done()]  # skip cancelled requests
-            task = loop.create_task(self._run_batch(live), name="batch")
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            outcome = self._infer(live) if live else None
+            self._deliver(live, outcome)
 
-    def _begin(self) -> None:
-        assert self._idle is not None
-        self._busy += 1
-        self._idle.clear()
+    def _next_batch(self) -> list[_Item] | None:
+        """The first queued image, then whatever else is queued within ``max_delay``, up to
+        ``max_batch_size``; None once stopping."""
+        with self._lock:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._queued.wait()
+            batch = [self._queue.popleft()]
+            self._taken += 1
+            deadline = time.monotonic() + self.max_delay_s
+            while len(batch) < self.max_batch_size:
+                if self._queue:
+                    batch.append(self._queue.popleft())
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._queued.wait(remaining)
+        self._observe_depth()
+        return batch
 
-    async def _run_batch(self, batch: list[_Item]) -> None:
-        assert self._queue is not None and self._idle is not None and self._slots is not None
-        try:
-            if batch:
-                await self._dispatch(batch)
-        finally:
-            self._busy -= 1
-            self._slots.release()
-            if self._busy == 0 and self._queue.empty():
-                self._idle.set()
-
-    async def _fill(self, batch: list[_Item], deadline: float) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:  # not the builtin before Python 3.11
-                return
-
-    async def _dispatch(self, batch: list[_Item]) -> None:
+    def _infer(self, batch: list[_Item]) -> np.ndarray | ServiceError:
         started = time.perf_counter()
-        # A single image needs no copy: a [1, H, W, 3] view of its own array.
-        images = batch[0].image[None] if len(batch) == 1 else np.stack([i.image for i in batch])
         try:
-            logits = await asyncio.get_running_loop().run_in_executor(
-                self._worker, self._run, images
-            )
+            # A single image needs no copy: a [1, H, W, 3] view of its own array.
+            images = batch[0].image[None] if len(batch) == 1 else np.stack([i.image for i in batch])
+            logits = self._run(images)
         except Exception as exc:  # the model failing is a server error for every rider
             error = InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}")
             _trace(batch, started, time.perf_counter(), error.message)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            return
+            return error
         finished = time.perf_counter()
         _trace(batch, started, finished)
         elapsed = finished - started
         if self._metrics is not None:
             self._metrics.observe_batch(len(batch), elapsed)
-        for row, item in enumerate(batch):
+        for item in batch:
             item.timing.queue_wait = started - item.enqueued
             item.timing.inference = elapsed
             item.timing.batch_size = len(batch)
             if self._metrics is not None:
                 self._metrics.queue_wait.observe(item.timing.queue_wait)
-            if not item.future.done():
-                item.future.set_result(logits[row])
+        return logits
+
+    def _deliver(self, batch: list[_Item], outcome: np.ndarray | ServiceError | None) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._answer, batch, outcome)
+
+    # --- On the event loop -----------------------------------------------------------------------
+
+    def _answer(self, batch: list[_Item], outcome: np.ndarray | ServiceError | None) -> None:
+        """The batch's results to its requests (one wake-up of the loop per batch)."""
+        with self._lock:
+            self._taken -= 1
+        for row, item in enumerate(batch):
+            if item.future.done():  # cancelled meanwhile (its timeout)
+                continue
+            if isinstance(outcome, ServiceError):
+                item.future.set_exception(outcome)
+            else:
+                assert outcome is not None
+                item.future.set_result(outcome[row])
 
     def _observe_depth(self) -> None:
         if self._metrics is not None:

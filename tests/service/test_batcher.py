@@ -1,6 +1,7 @@
 """The batcher with several runs in flight on one real onnxruntime session: runs overlap up to
 ``workers`` and never beyond, every request gets its own image's logits, cancelled requests are
-skipped, and stop() drains what is queued."""
+skipped, stop() drains what is queued, a batch waits for company only within its delay, the
+inference threads go on while the event loop is busy, and a failing run fails its riders only."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from service_helpers import settings_for
 
+from service.errors import InferenceFailed
 from service.pipeline.batcher import Batcher
 from service.pipeline.session import ModelSession
 
@@ -86,3 +88,59 @@ async def test_cancelled_skipped_and_stop_drains(session: ModelSession) -> None:
 def test_workers_must_be_positive(session: ModelSession) -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
         Batcher(session.run, max_batch_size=1, max_delay_ms=0, max_queue=1, workers=0)
+
+
+async def test_threads_take_the_next_batch_while_the_loop_is_busy(session: ModelSession) -> None:
+    """Queued images are run while the event loop is blocked: a run that ends takes the next
+    batch itself, not through the loop."""
+    run = CountingRun(session)
+    batcher = Batcher(run, max_batch_size=2, max_delay_ms=0, max_queue=64, workers=2)
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(image)) for image in images(session, 8)]
+    await asyncio.sleep(0)  # every submit is queued
+    deadline = time.monotonic() + 10
+    while sum(run.batch_sizes) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the loop stays blocked: no task or callback of it runs
+    ran_while_blocked = sum(run.batch_sizes)
+    await asyncio.gather(*tasks)
+    await batcher.stop()
+    assert ran_while_blocked == 8, f"{ran_while_blocked} of 8 images ran while the loop was busy"
+
+
+@pytest.mark.parametrize(("delay_ms", "batches"), [(0, [1, 1]), (2000, [2])])
+async def test_a_batch_waits_for_company_within_its_delay(
+    session: ModelSession, delay_ms: float, batches: list[int]
+) -> None:
+    run = CountingRun(session)
+    batcher = Batcher(run, max_batch_size=2, max_delay_ms=delay_ms, max_queue=64, workers=1)
+    batcher.start()
+    inputs = images(session, 2)
+    first = asyncio.create_task(batcher.submit(inputs[0]))
+    await asyncio.sleep(0.2)  # a delay of 0 has run the first alone by now
+    second = asyncio.create_task(batcher.submit(inputs[1]))
+    started = time.monotonic()
+    await asyncio.gather(first, second)
+    await batcher.stop()
+    assert run.batch_sizes == batches
+    assert time.monotonic() - started < 2.0  # a full batch does not wait out the delay
+
+
+async def test_a_failing_run_fails_its_riders_and_the_next_batch_runs(
+    session: ModelSession,
+) -> None:
+    failures = [RuntimeError("out of memory")]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if failures:
+            raise failures.pop()
+        return session.run(batch)
+
+    batcher = Batcher(run, max_batch_size=2, max_delay_ms=0, max_queue=64, workers=1)
+    batcher.start()
+    image = images(session, 1)[0]
+    try:
+        with pytest.raises(InferenceFailed, match="RuntimeError: out of memory"):
+            await batcher.submit(image)
+        assert (await batcher.submit(image)).shape == (1000,)
+    finally:
+        await batcher.stop()
