@@ -1,10 +1,21 @@
-"""The onnxruntime session: load, validate against the contract, report the provider really used."""
+"""The onnxruntime session: load, validate against the contract, report the provider really used.
+
+On a CPU where the batcher keeps several runs in flight, the graph is opened twice: a run that
+starts alone gets every intra-op thread (a lone request's latency), and a run that starts while
+another is running gets the second session, with the cores shared between the runs (1 thread
+each on 2 cores). Two runs of 2 threads each kept 5-6 threads runnable on 2 cores beside the
+decode threads; b0 web uploads at c16 and c64 went 3-13 % faster, lone requests and phone
+photos even, for one more copy of the weights and their prepacked form (b0: +55 MB peak RSS;
+BENCHMARKS.md, "Overlapping runs share the cores"). EFFICIENTNET_INTRA_OP_THREADS=1 or
+EFFICIENTNET_INFERENCE_WORKERS=1 keep one session.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,9 +38,18 @@ class ModelSession:
     """An onnxruntime session over one exported ``.onnx`` file, and its metadata."""
 
     def __init__(
-        self, session: ort.InferenceSession, metadata: ModelMetadata, sha256: str, path: Path
+        self,
+        session: ort.InferenceSession,
+        metadata: ModelMetadata,
+        sha256: str,
+        path: Path,
     ) -> None:
         self._session = session
+        # The same graph with fewer intra-op threads, for a run that starts while another is
+        # running (module docstring); None where runs never overlap or on a GPU.
+        self._overlapping: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+        self._running = 0
         self.metadata = metadata
         self.sha256 = sha256
         self.path = path
@@ -52,6 +72,10 @@ class ModelSession:
         _check_variant(metadata, expected, path)
         model = cls(session, metadata, hashlib.sha256(data).hexdigest(), path)
         model._check_device(settings.device)
+        threads = _overlapping_threads(settings)
+        if model.provider == CPU and threads is not None:
+            model._overlapping = _create_session(data, path, settings, threads, [CPU])
+            log.info("overlapping runs: %d intra-op thread(s) each, in a second session", threads)
         return model
 
     def _check_device(self, device: str) -> None:
@@ -79,12 +103,24 @@ class ModelSession:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC ``[N, crop, crop, 3]`` → float32 logits ``[N, classes]``."""
-        return self._session.run([self.output_name], {self.input_name: batch})[0]
+        with self._lock:
+            alone = self._running == 0
+            self._running += 1
+        session = self._session if alone or self._overlapping is None else self._overlapping
+        try:
+            return session.run([self.output_name], {self.input_name: batch})[0]
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def warm_up(self, batch_sizes: Iterable[int] = (1,)) -> None:
         """First runs allocate and pick kernels; do them before /readyz says yes."""
-        for n in sorted(set(batch_sizes)):
-            self.run(np.zeros((n, self.crop_size, self.crop_size, 3), dtype=np.uint8))
+        for session in (self._session, self._overlapping):
+            if session is None:
+                continue
+            for n in sorted(set(batch_sizes)):
+                image = np.zeros((n, self.crop_size, self.crop_size, 3), dtype=np.uint8)
+                session.run([self.output_name], {self.input_name: image})
 
 
 def _read_model(path: Path) -> bytes:
@@ -99,8 +135,17 @@ def _read_model(path: Path) -> bytes:
         raise StartupError(f"cannot read model file {path}: {exc.strerror or exc}") from None
 
 
-def _session_options(settings: Settings) -> ort.SessionOptions:
+def _overlapping_threads(settings: Settings) -> int | None:
+    """Intra-op threads for a run that overlaps another on the CPU: the cores shared between
+    the runs that may overlap; None when that is no fewer than a lone run's."""
     _, intra_op = settings.thread_counts()
+    workers = settings.batch_policy(CPU).workers
+    threads = max(1, intra_op // workers)
+    return threads if threads < intra_op else None
+
+
+def _session_options(settings: Settings, intra_op: int | None = None) -> ort.SessionOptions:
+    intra_op = intra_op or settings.thread_counts()[1]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -130,17 +175,23 @@ def preload_cuda_libraries() -> bool:
     return True
 
 
-def _create_session(data: bytes, path: Path, settings: Settings) -> ort.InferenceSession:
-    providers = [CPU] if settings.device == "cpu" else [CUDA, CPU]
+def _create_session(
+    data: bytes,
+    path: Path,
+    settings: Settings,
+    intra_op: int | None = None,
+    providers: list[str] | None = None,
+) -> ort.InferenceSession:
+    providers = providers or ([CPU] if settings.device == "cpu" else [CUDA, CPU])
     previous = 2  # onnxruntime's default logger severity (warning)
-    if settings.device != "cpu":
+    if CUDA in providers:
         preload_cuda_libraries()
         # The CUDA provider logs its load failure through the default logger, before the
         # session's own severity applies; the failure is reported by _check_device instead.
         ort.set_default_logger_severity(4)
     disable_events()
     try:
-        return ort.InferenceSession(data, _session_options(settings), providers=providers)
+        return ort.InferenceSession(data, _session_options(settings, intra_op), providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot load ONNX model {path}: {first_line}") from None
