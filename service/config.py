@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import StartupError
@@ -36,6 +36,9 @@ GPU_INFERENCE_WORKERS = 1
 # service takes (a progressive 4:4:4 JPEG: 6 bytes of coefficients a pixel; an RGBA image with
 # an EXIF rotation: 2 × 4 bytes) fits alone.
 DECODE_BYTES_PER_PIXEL = 8
+# The default for the upload bodies held in memory at once: far more than the pipeline works on
+# (32 phone photos of 2 MB, ~900 web photos of 70 kB), and never under the largest upload.
+UPLOAD_MEMORY = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class Settings(BaseSettings):
     inference_workers: int | None = Field(default=None, ge=1, le=64)
 
     max_upload_bytes: int = Field(default=20 * MiB, ge=1)
+    # The bodies of the requests being read or served, together (pipeline/admission.py): a request
+    # reserves its Content-Length (the upload limit when it has none) before its body is read,
+    # and waits, reading nothing, until that fits. None: UPLOAD_MEMORY, or max_upload_bytes if
+    # that is more.
+    upload_memory_mb: int | None = Field(default=None, ge=1, le=1_000_000)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # After SIGTERM: this long not ready (/readyz 503) while still serving, so a load balancer
@@ -124,6 +132,22 @@ class Settings(BaseSettings):
         variant = self.variant or DEFAULT_VARIANT
         return self.model_path or self.model_dir / f"efficientnet_{variant}.onnx"
 
+    @model_validator(mode="after")
+    def _one_upload_fits(self) -> Settings:
+        if self.upload_memory_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"EFFICIENTNET_UPLOAD_MEMORY_MB={self.upload_memory_mb} is under "
+                f"EFFICIENTNET_MAX_UPLOAD_BYTES={self.max_upload_bytes}: an upload of the size "
+                "allowed could never be read"
+            )
+        return self
+
+    @property
+    def upload_memory_bytes(self) -> int:
+        if self.upload_memory_mb is None:
+            return max(UPLOAD_MEMORY, self.max_upload_bytes)
+        return self.upload_memory_mb * MiB
+
     @property
     def decode_memory_bytes(self) -> int:
         if self.decode_memory_mb is None:
@@ -180,7 +204,9 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    field = str(error["loc"][0]) if error.get("loc") else "?"
+    if not error.get("loc"):  # a rule across settings, whose message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
     name = ENV_PREFIX + field.upper()
     given = error.get("input")
     shown = "" if isinstance(given, dict) else f"={given!r}"

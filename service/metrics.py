@@ -57,6 +57,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "efficientnet_queue_depth", "Images waiting for a batch", registry=r
         )
+        self.upload_memory = Gauge(
+            "efficientnet_upload_memory_bytes",
+            "Bytes reserved by the bodies being read or served (EFFICIENTNET_UPLOAD_MEMORY_MB)",
+            registry=r,
+        )
         self.errors = Counter(
             "efficientnet_errors", "Refused requests and failed images by error code", ["code"],
             registry=r,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
@@ -63,13 +63,17 @@ async def admitted(
 ) -> AsyncIterator[tuple[T, Ticket]]:
     """Read the body with ``read``, then hold ``slots(body)`` pipeline slots for the block.
 
-    503 before reading when there is no room; the slots themselves are taken only once the body
+    503 before reading when there is no room; the body's bytes are reserved from the upload
+    memory before it is read and held for the block; the slots are taken only once the body
     is complete, so a client trickling its body holds none (service/pipeline/admission.py).
     Traced as the ``admission`` stage: until the slots are held, the body's reading included."""
     progress: BodyProgress | None = request.scope.get(BODY_PROGRESS)
-    with ExitStack() as held:
+    admission = pipeline.admission
+    async with AsyncExitStack() as held:
         with stage(ADMISSION):
-            with pipeline.admission.reading(progress):
+            with admission.reading(progress):
+                timeout_s = pipeline.settings.request_timeout_s
+                await held.enter_async_context(admission.holding_body(progress, timeout_s))
                 body = await read()
-            ticket = held.enter_context(pipeline.admission.admit(slots(body)))
+            ticket = held.enter_context(admission.admit(slots(body)))
         yield body, ticket

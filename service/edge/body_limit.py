@@ -54,7 +54,9 @@ class _BodyGuard:
         on_error: Callable[[ServiceError], None],
         rate: BodyRate,
         request_id: str,
+        declared: int | None,
     ) -> None:
+        self.declared = declared  # the Content-Length (admission reserves it)
         self._rate = rate
         self._request_id = request_id
         self.started = asyncio.get_running_loop().time()
@@ -211,6 +213,7 @@ class BodyLimitMiddleware:
             self._count,
             self.rate,
             request_id_of(scope),
+            length,
         )
         scope[BODY_PROGRESS] = guard  # for admission control (service/pipeline/admission.py)
         try:

@@ -19,16 +19,26 @@ Capacity = ``max_queue`` (waiting for a batch) + inference workers × ``max_batc
 running batches) + decode workers (being decoded): what the pipeline holds when every
 stage is full. The counter lives on the event loop (no lock needed): entering and leaving cost an
 integer add.
+
+The bodies themselves are bounded in bytes: before its body is read a request reserves its
+Content-Length (the upload limit when it declares none) out of the upload memory
+(EFFICIENTNET_UPLOAD_MEMORY_MB), held until its answer is written. One that does not fit waits,
+reading nothing (its bytes stay in the socket buffers), and gets 503 if it still does not fit
+within the request timeout. Without it the capacity alone let 262 bodies of up to 20 MiB each
+be held at once; at 64 phone photos in flight the service held 64 bodies of 2 MB to feed two
+decode threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol
 
+from service.config import MiB
 from service.errors import CLOSE, QueueFull, TooManyImages
+from service.pipeline.budget import Budget
 
 # A reader may be evicted for a newcomer once it has been reading this long at under this rate
 # (an honest upload on loopback or a LAN arrives at megabytes per second).
@@ -44,6 +54,7 @@ class BodyProgress(Protocol):
 
     started: float  # event-loop time
     received: int
+    declared: int | None  # the Content-Length, if any
 
     def data_waiting(self) -> bool | None: ...
 
@@ -67,10 +78,39 @@ class Ticket:
 
 
 class Admission:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, upload_memory: int, max_upload: int) -> None:
         self.capacity = capacity
         self.in_flight = 0
         self.readers: dict[int, BodyProgress | None] = {}  # requests whose body is being read
+        self.uploads = Budget(upload_memory)  # bytes of the bodies held
+        self._max_upload = max_upload
+
+    @asynccontextmanager
+    async def holding_body(
+        self, body: BodyProgress | None, timeout_s: float
+    ) -> AsyncIterator[None]:
+        """Reserve the body's bytes out of the upload memory for the block, waiting until they fit;
+        503 when they do not within ``timeout_s`` (module docstring)."""
+        declared = body.declared if body is not None else None
+        amount = min(self._max_upload if declared is None else declared, self._max_upload)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.uploads.take(amount)
+        except TimeoutError:
+            raise QueueFull(
+                f"server busy: the bodies being served hold {self._held_mib():.0f} MiB of the "
+                f"{self.uploads.total / MiB:.0f} MiB of upload memory "
+                f"(EFFICIENTNET_UPLOAD_MEMORY_MB), and this upload's {amount} bytes did not fit "
+                f"within {timeout_s:g} s; retry shortly",
+                headers=CLOSE,
+            ) from None
+        try:
+            yield
+        finally:
+            self.uploads.give(amount)
+
+    def _held_mib(self) -> float:
+        return self.uploads.in_use() / MiB
 
     @contextmanager
     def reading(self, body: BodyProgress | None) -> Iterator[None]:

@@ -99,13 +99,20 @@ class Pipeline:
         # The batcher's queue is sized to that, so an image admitted at the door is never
         # refused after its decode.
         running = policy.workers * policy.max_batch_size
-        admission = Admission(settings.max_queue + running + decode_threads)
+        admission = Admission(
+            settings.max_queue + running + decode_threads,
+            settings.upload_memory_bytes,
+            settings.max_upload_bytes,
+        )
+        metrics.upload_memory.set_function(admission.uploads.in_use)
         executor = ThreadPoolExecutor(decode_threads, thread_name_prefix="preprocess")
         model = ServedModel.build(settings, session, metrics, executor, admission.capacity)
         log.info(
-            "%d in flight, queue %d; %d decode workers (%g s, %d MiB), %d onnxruntime threads",
-            policy.workers, settings.max_queue, decode_threads, settings.decode_timeout_s,
-            settings.decode_memory_bytes // MiB, intra_op,
+            "%d in flight, queue %d, uploads %d MiB; %d decode workers (%g s, %d MiB), "
+            "%d onnxruntime threads",
+            policy.workers, settings.max_queue, settings.upload_memory_bytes // MiB,
+            decode_threads, settings.decode_timeout_s, settings.decode_memory_bytes // MiB,
+            intra_op,
         )  # fmt: skip
         return cls(settings, metrics, admission, executor, model)
 

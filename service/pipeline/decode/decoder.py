@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_contract import Preprocessing
-from service.pipeline.decode.budget import Budget, DecodeBudget
+from service.pipeline.budget import Budget
+from service.pipeline.decode.budget import DecodeBudget
 from service.pipeline.decode.checks import DecodePlan, plan_decode
 from service.pipeline.decode.image import preprocess
 from service.pipeline.decode.workers import DecodeLimits, DecodePool
