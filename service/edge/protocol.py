@@ -42,7 +42,7 @@
 - **Exit 0 after a graceful SIGTERM**: see server.py.
 
 uvicorn internals this relies on (pinned in pyproject.toml; keep this list short):
-``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``more_body``, ``response_complete``,
+``HttpToolsProtocol`` and its ``parser``, ``cycle`` (``body``, ``more_body``, ``response_complete``,
 ``disconnected``, ``keep_alive``, ``message_event``), ``flow`` (``FlowControl``), ``logger``,
 the methods ``data_received``, ``on_header``, ``on_headers_complete``, ``on_message_complete``,
 ``on_response_complete``, ``eof_received``, ``resume_writing``,
@@ -238,6 +238,15 @@ class HardenedHTTPProtocol(HttpToolsProtocol):  # type: ignore[misc]
             self._body_left -= len(body)
         else:
             self._chunked.body(len(body))
+        # uvicorn appends each piece to a bytearray and hands the app bytes() of it: two copies of
+        # every byte, 4 MB of memmove per 2 MB photo. A piece that finds the buffer empty is kept
+        # as the parser's own bytes object instead (``b"" + piece`` and ``bytes(piece)`` are the
+        # piece itself); one that finds an unread piece before it is appended to a bytearray.
+        cycle = self.cycle
+        if not cycle.body:
+            cycle.body = b""
+        elif isinstance(cycle.body, bytes):
+            cycle.body = bytearray(cycle.body)
         super().on_body(body)
 
     def on_chunk_header(self) -> None:

@@ -11,6 +11,7 @@ test_rel_faults) and tests/service/test_startup.py.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import signal
 import socket
@@ -24,7 +25,7 @@ import pytest
 import uvicorn
 from service_helpers import READY_TIMEOUT_S, settings_for
 from uvicorn.protocols.http import flow_control
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.app import create_app
 from service.edge.lingering import LingeringTransport
@@ -201,3 +202,38 @@ def test_the_protocol_state_the_edge_reads_mid_request(served: Server) -> None:
             f"uvicorn {uvicorn.__version__} no longer calls on_response_complete after a "
             "response: the header timeout is not re-armed between keep-alive requests"
         )
+
+
+class _Flow:
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class _Parser:
+    def should_upgrade(self) -> bool:
+        return False
+
+
+async def test_a_body_piece_reaches_the_app_without_a_copy() -> None:
+    """protocol.py's on_body keeps a piece that finds uvicorn's buffer empty as the parser's own
+    bytes object; uvicorn's receive() must then hand it to the app as is (``bytes(piece)``), and
+    pieces that pile up before the app reads must still arrive whole and in order."""
+    flow = _Flow()
+    cycle = RequestResponseCycle(
+        scope={"type": "http"}, transport=None, flow=flow, logger=None, access_logger=None,
+        access_log=False, default_headers=[], message_event=asyncio.Event(),
+        expect_100_continue=False, keep_alive=True, on_response=lambda: None,
+    )  # fmt: skip
+    protocol = HardenedHTTPProtocol.__new__(HardenedHTTPProtocol)
+    protocol.cycle, protocol.parser, protocol.flow = cycle, _Parser(), flow
+    protocol._body_left = 300_000
+    first = bytes(range(256)) * 400
+    protocol.on_body(first)
+    message = await cycle.receive()
+    assert message["body"] is first, "a lone piece was copied on its way to the app"
+    rest = [b"\x01" * 100_000, b"\x02" * 97_600]
+    for piece in rest:
+        protocol.on_body(piece)
+    assert (await cycle.receive())["body"] == b"".join(rest)
+    assert protocol._body_left == 0
