@@ -93,24 +93,25 @@ class Admission:
         503 when they do not within ``timeout_s`` (module docstring)."""
         declared = body.declared if body is not None else None
         amount = min(self._max_upload if declared is None else declared, self._max_upload)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.uploads.take(amount)
-        except TimeoutError:
-            raise QueueFull(
-                f"server busy: the bodies being served hold {self._held_mib():.0f} MiB of the "
-                f"{self.uploads.total / MiB:.0f} MiB of upload memory "
-                f"(EFFICIENTNET_UPLOAD_MEMORY_MB), and this upload's {amount} bytes did not fit "
-                f"within {timeout_s:g} s; retry shortly",
-                headers=CLOSE,
-            ) from None
+        if not self.uploads.try_take(amount):  # no timer for the usual case: it fits at once
+            await self._wait_for_upload_memory(amount, timeout_s)
         try:
             yield
         finally:
             self.uploads.give(amount)
 
-    def _held_mib(self) -> float:
-        return self.uploads.in_use() / MiB
+    async def _wait_for_upload_memory(self, amount: int, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.uploads.take(amount)
+        except TimeoutError:
+            raise QueueFull(
+                f"server busy: the bodies being served hold {self.uploads.in_use() / MiB:.0f} MiB "
+                f"of the {self.uploads.total / MiB:.0f} MiB of upload memory "
+                f"(EFFICIENTNET_UPLOAD_MEMORY_MB), and this upload's {amount} bytes did not fit "
+                f"within {timeout_s:g} s; retry shortly",
+                headers=CLOSE,
+            ) from None
 
     @contextmanager
     def reading(self, body: BodyProgress | None) -> Iterator[None]:

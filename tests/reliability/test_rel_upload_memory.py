@@ -6,28 +6,17 @@ all (the control: the probe does see bodies held)."""
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from live_server import Server, model_env, running_server
-from PIL import Image
 from reliability_helpers import RawResponse, raw_request
+
+from benchmarks.photos import PHONE_SIZE, make_photo
 
 BURST = 32
 MiB = 1024 * 1024
-
-
-def phone_jpeg(photo: Path) -> bytes:
-    """A 4032x3024 camera-like JPEG (~3 MB: sensor-like noise, quality 90)."""
-    image = np.asarray(Image.open(photo).convert("RGB").resize((4032, 3024)), dtype=np.int16)
-    noise = np.random.default_rng(0).integers(-6, 7, image.shape, dtype=np.int16)
-    noisy = Image.fromarray(np.clip(image + noise, 0, 255).astype(np.uint8))
-    buffer = io.BytesIO()
-    noisy.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 async def _burst(url: str, body: bytes) -> list[RawResponse]:
@@ -60,11 +49,11 @@ def burst_growth_mib(server: Server, body: bytes, expected: frozenset[int]) -> f
     return growth
 
 
-@pytest.mark.parametrize("name", ["chelsea"])
 def test_the_upload_memory_bounds_the_bodies_held(
-    lite0_onnx: Path, photos: dict, tmp_path_factory: pytest.TempPathFactory, name: str
+    lite0_onnx: Path, photos: dict, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    body = phone_jpeg(photos[name].path)
+    name = "chelsea"  # the benchmarks' phone photo: 4032x3024 with sensor-like noise
+    body = make_photo(name, PHONE_SIZE, tmp_path_factory.mktemp("phone")).data
     held_mib = BURST * len(body) / MiB
     budget_mib = 2 * len(body) // MiB + 1  # two bodies at a time
     growth: dict[int, float] = {}
