@@ -1,6 +1,6 @@
 """What a decode reserves before it starts and gives back when its worker is done: its memory,
-out of one budget for every decode in progress (estimated from its header, checks.py), and, for
-an expensive upload, one of the expensive lane's slots (decoder.py)."""
+out of one budget for every decode in progress, estimated from its header (checks.py). The
+expensive lane's slots are a plain Budget (service/pipeline/budget.py, decoder.py)."""
 
 from __future__ import annotations
 
