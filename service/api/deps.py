@@ -45,6 +45,15 @@ async def require_api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """When EFFICIENTNET_API_KEY is set, require ``Authorization: Bearer <key>``."""
+    check_api_key(request, credentials)
+
+
+async def bearer(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The bearer token as ``require_api_key`` gets it, for a route that reads it itself."""
+    return await _bearer(request)
+
+
+def check_api_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
     expected = request.app.state.settings.api_key
     if expected is None:
         return
