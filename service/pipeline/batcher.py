@@ -2,7 +2,7 @@
 
 ``workers`` inference threads take their batches from one queue themselves: a free thread waits
 for the first queued image, then takes whatever else is queued (waiting at most ``max_delay``
-for more) up to ``max_batch_size``, runs it, hands the logits to the event loop and goes back to
+for more) up to ``max_batch_size``, runs it, hands its rows to the event loop and goes back to
 the queue. While batches run, new requests queue up and form the next one, so batches grow with
 load on their own and a lone request never waits for company when the delay is 0. One thread
 forms a batch at a time, so a batch is never split between two idle threads.
@@ -96,7 +96,8 @@ class Batcher:
             thread.start()
 
     async def submit(self, image: np.ndarray, timing: BatchTiming | None = None) -> np.ndarray:
-        """One uint8 HWC image → its float32 logits row; QueueFull (503) when the queue is full."""
+        """One uint8 HWC image → its row of ``run``'s output; QueueFull (503) when the queue is
+        full."""
         if self._loop is None or self._closing:
             raise NotReady("the batcher is not running (starting up or shutting down)")
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
@@ -168,7 +169,7 @@ class Batcher:
         try:
             # A single image needs no copy: a [1, H, W, 3] view of its own array.
             images = batch[0].image[None] if len(batch) == 1 else np.stack([i.image for i in batch])
-            logits = self._run(images)
+            rows = self._run(images)
         except Exception as exc:  # the model failing is a server error for every rider
             error = InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}")
             _trace(batch, started, time.perf_counter(), error.message)
@@ -184,7 +185,7 @@ class Batcher:
             item.timing.batch_size = len(batch)
             if self._metrics is not None:
                 self._metrics.queue_wait.observe(item.timing.queue_wait)
-        return logits
+        return rows
 
     def _deliver(self, batch: list[_Item], outcome: np.ndarray | ServiceError | None) -> None:
         assert self._loop is not None

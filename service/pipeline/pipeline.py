@@ -34,7 +34,7 @@ from service.pipeline import spans
 from service.pipeline.admission import Admission
 from service.pipeline.batcher import BatchTiming
 from service.pipeline.model import ServedModel
-from service.pipeline.ranking import softmax, top_k
+from service.pipeline.ranking import top_k
 from service.pipeline.session import ModelSession
 
 log = logging.getLogger("service")
@@ -282,7 +282,7 @@ class Pipeline:
         image = await self.decode(model, data)
         decoded = time.perf_counter()
         timing = BatchTiming()
-        probabilities = softmax(await model.batcher.submit(image, timing))
+        probabilities = await model.batcher.submit(image, timing)
         labels = model.session.metadata.labels
         predictions = [
             Prediction(int(i), labels[i], float(probabilities[i])) for i in top_k(probabilities, k)
@@ -306,11 +306,11 @@ class Pipeline:
     ) -> np.ndarray:
         """Each image (encoded bytes, or ``model``'s uint8 input) → softmax ``[N, classes]``;
         the first refusal fails them all, its message naming the element (``name[i]: ...``)."""
-        work = [self._logits(model, i, image, name) for i, image in enumerate(images)]
+        work = [self._probabilities(model, i, image, name) for i, image in enumerate(images)]
         rows = await self.within_timeout(_all_or_nothing(work), "inference")
-        return softmax(np.stack(rows))
+        return np.stack(rows)
 
-    async def _logits(
+    async def _probabilities(
         self, model: ServedModel, index: int, image: bytes | np.ndarray, name: str
     ) -> np.ndarray:
         if isinstance(image, bytes):
