@@ -67,8 +67,11 @@ class Counts:
     rounds: int  # every measurement is repeated, interleaved; the best round is kept
 
 
+# Five rounds: on this machine one round's ratio of the same code to the same limit ranged from
+# 0.76 to 1.12 in one run (BENCHMARKS.md, "Five rounds"); a median of three is set by one
+# disturbed round whenever another is disturbed the other way.
 FULL = Counts(
-    ort=150, decode_repeats=5, requests=150, level_seconds=10.0, warmup_per_connection=1, rounds=3
+    ort=150, decode_repeats=5, requests=150, level_seconds=10.0, warmup_per_connection=1, rounds=5
 )
 QUICK = Counts(
     ort=6, decode_repeats=1, requests=4, level_seconds=10.0, warmup_per_connection=0, rounds=1
