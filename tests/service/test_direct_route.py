@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
+from starlette.responses import Response
 
-from service.api.direct import DirectRoute
+from service.api.direct import DirectRoute, direct
 from service.api.routes import classify
 from service.app import create_app
 from tests.service.service_helpers import settings_for
@@ -86,8 +88,8 @@ async def test_direct_answers_as_fastapi_would(
                 _comparable(await client.post("/classify" + query, headers=headers, content=body))
                 for query, headers, body in cases
             ]
-    for case, direct, declared in zip(cases, answers[False], answers[True], strict=True):
-        assert direct == declared, case[:2]
+    for case, answered, declared in zip(cases, answers[False], answers[True], strict=True):
+        assert answered == declared, case[:2]
     statuses = {status for status, _, _ in answers[False]}
     assert statuses == {200, 400, 401, 415, 422}, "the cases reach every rule"
 
@@ -101,3 +103,36 @@ def test_classify_is_answered_directly(lite0_onnx: Path) -> None:
     assert operation["security"] == [{"HTTPBearer": []}, {}]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/ClassifyResponse"}
+
+
+async def _handler(request: Request) -> Response:
+    return Response(b"{}")
+
+
+async def _extra() -> None:
+    return None
+
+
+async def _endpoint(limit: int | None = None) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("router_dependencies", "runs", "reads", "missing"),
+    [
+        ([Depends(_extra)], (), ("limit",), "_extra"),  # a dependency the handler does not run
+        ([], (), (), "limit"),  # a query parameter it does not read
+    ],
+)
+def test_a_declared_input_the_handler_skips_is_refused(
+    router_dependencies: list[Any], runs: tuple[Any, ...], reads: tuple[str, ...], missing: str
+) -> None:
+    """A dependency or parameter added to the declaration but not to the handler would be
+    skipped in silence: the route refuses to be built."""
+    router = APIRouter(dependencies=router_dependencies)
+    route = direct(_handler, runs=runs, reads=reads)
+    with pytest.raises(TypeError, match=f"does not read {missing}"):
+        router.add_api_route("/x", _endpoint, methods=["POST"], route_class_override=route)
+    # Once the handler reads all of it, the same declaration is accepted.
+    complete = direct(_handler, runs=(_extra,), reads=("limit",))
+    router.add_api_route("/x", _endpoint, methods=["POST"], route_class_override=complete)

@@ -125,7 +125,9 @@ router.add_api_route(
     "/classify",
     classify,
     methods=["POST"],
-    route_class_override=direct(answer_classify),
+    route_class_override=direct(
+        answer_classify, runs=(require_api_key, get_pipeline), reads=("top_k",)
+    ),
     response_model=ClassifyResponse,
     summary="Classify one image",
     openapi_extra=_single_upload_body(),
