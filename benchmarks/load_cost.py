@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 from dataclasses import dataclass
@@ -31,10 +32,8 @@ from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import WEB_SIZE, Photo, make_photo_set
 from benchmarks.procs import Server, free_port, main_thread_cpu_ns, start_server, tree_cpu_seconds
 from benchmarks.report import save_table
-from benchmarks.run import service_env
+from benchmarks.run import FULL, Counts, InProcess, run_inprocess, service_env
 from benchmarks.service_levers import add_server_options, checkout_config, key_values
-from service.config import Settings
-from service.pipeline.session import ModelSession
 
 LIMIT = "in-process pipeline"
 
@@ -64,25 +63,11 @@ class MachineIdle:
         self.pct = 100.0 * (idle - self._idle) / max(1, total - self._total)
 
 
-@dataclass(frozen=True)
-class Limit:
-    """The in-process pipeline with the service's own session and settings (run.py's shape)."""
-
-    session: ModelSession
-    settings: Settings
-    photos: list[Photo]
-
-    def measure(self, requests: int) -> Sample:
-        spec = self.session.metadata.preprocessing
-        workers, _ = self.settings.thread_counts()
-        policy = self.settings.batch_policy(self.session.provider)
-        max_px = self.settings.max_image_pixels
-        with MachineIdle() as idle:
-            stats = inprocess.pipelined(
-                self.session, self.photos, spec, max_px, workers, requests, 60.0,
-                policy.max_batch_size, policy.workers,
-            )  # fmt: skip
-        return Sample(stats.throughput, idle.pct)
+def _limit(ip: InProcess, photos: list[Photo], counts: Counts) -> Sample:
+    """The in-process pipeline as ``make bench`` measures it, with the machine's idle share."""
+    with MachineIdle() as idle:
+        figures = run_inprocess(ip, photos, [], counts, ("pipelined",))
+    return Sample(float(figures["pipelined"]["throughput"]), idle.pct)
 
 
 def _server(server: Server, uploads: list[Upload], concurrency: int, requests: int) -> Sample:
@@ -149,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             environment = {**service_env(args.variant, model, port, {}), **env}
             log = args.out_dir / "load-cost.log"
             servers[name] = start_server(name, list(command), port, environment, log)
-        limit = Limit(*inprocess.open_session(service_env(args.variant, model, 0, {})), photos)
+        ip = InProcess(*inprocess.open_session(service_env(args.variant, model, 0, {})))
+        counts = dataclasses.replace(FULL, requests=args.requests, level_seconds=60.0)
         for server in servers.values():  # warm: the first loads allocate
             _server(server, uploads, args.concurrency, 2 * args.concurrency)
         for r in range(args.rounds):
-            samples[LIMIT].append(limit.measure(args.requests))
+            samples[LIMIT].append(_limit(ip, photos, counts))
             # The servers' order turns every round: neither is always the one measured last.
             order = list(servers.items())
             for name, server in order[r % len(order) :] + order[: r % len(order)]:

@@ -40,32 +40,34 @@ async def _client(model: Path, *, fastapi_resolves: bool) -> AsyncIterator[httpx
                 yield client
 
 
+# Each rule the declaration states, and requests that pass it.
+QUERIES = [
+    "",
+    "?top_k=2",
+    "?top_k=1000",
+    "?top_k=%202",
+    "?top_k=3&top_k=1",
+    "?top_k=",
+    "?top_k=0",
+    "?top_k=-4",
+    "?top_k=abc",
+    "?top_k=2.5",
+    "?top_k=1001",
+    "?other=1",
+]
+AUTHORIZATIONS = [None, "Bearer wrong", f"Basic {KEY}", f"bearer {KEY}", "Bearer"]
+
+
 def _cases(jpeg: bytes) -> list[tuple[str, dict[str, str], bytes]]:
-    """(query, headers, body): each rule the declaration states, and requests that pass it."""
+    """(query, headers, body)."""
     good = {**JPEG, "authorization": f"Bearer {KEY}"}
-    return [
-        ("", good, jpeg),
-        ("?top_k=2", good, jpeg),
-        ("?top_k=1000", good, jpeg),
-        ("?top_k=%202", good, jpeg),
-        ("?top_k=3&top_k=1", good, jpeg),
-        ("?top_k=", good, jpeg),
-        ("?top_k=0", good, jpeg),
-        ("?top_k=-4", good, jpeg),
-        ("?top_k=abc", good, jpeg),
-        ("?top_k=2.5", good, jpeg),
-        ("?top_k=1001", good, jpeg),
-        ("?other=1", good, jpeg),
-        ("", JPEG, jpeg),
-        ("", {**JPEG, "authorization": "Bearer wrong"}, jpeg),
-        ("", {**JPEG, "authorization": f"Basic {KEY}"}, jpeg),
-        ("", {**JPEG, "authorization": f"bearer {KEY}"}, jpeg),
-        ("", {**JPEG, "authorization": "Bearer"}, jpeg),
-        ("?top_k=0", JPEG, jpeg),
-        ("", good, b""),
-        ("", good, b"not an image"),
-        ("", {"content-type": "text/plain", "authorization": f"Bearer {KEY}"}, jpeg),
-    ]
+    cases = [(query, good, jpeg) for query in QUERIES]
+    for authorization in AUTHORIZATIONS:
+        headers = JPEG if authorization is None else {**JPEG, "authorization": authorization}
+        cases.append(("", headers, jpeg))
+    cases += [("?top_k=0", JPEG, jpeg), ("", good, b""), ("", good, b"not an image")]
+    cases.append(("", {**good, "content-type": "text/plain"}, jpeg))
+    return cases
 
 
 def _comparable(response: httpx.Response) -> tuple[int, str, Any]:
