@@ -48,9 +48,11 @@ async def require_api_key(
     check_api_key(request, credentials)
 
 
-async def bearer(request: Request) -> HTTPAuthorizationCredentials | None:
-    """The bearer token as ``require_api_key`` gets it, for a route that reads it itself."""
-    return await _bearer(request)
+async def authorize(request: Request) -> None:
+    """``require_api_key`` for a route that reads the key itself: the ``Authorization`` header is
+    parsed only when a key is set, not on every request of an open service."""
+    if request.app.state.settings.api_key is not None:
+        check_api_key(request, await _bearer(request))
 
 
 def check_api_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:

@@ -14,8 +14,7 @@ from starlette.responses import Response
 from service.api.deps import (
     ReadyPipeline,
     admitted,
-    bearer,
-    check_api_key,
+    authorize,
     get_pipeline,
     require_api_key,
 )
@@ -114,7 +113,7 @@ _TOP_K = TypeAdapter(TopK)
 async def answer_classify(request: Request) -> Response:
     """``classify`` with what FastAPI would resolve for it read here: the router's API key, the
     ready pipeline, ``top_k`` (service/api/direct.py)."""
-    check_api_key(request, await bearer(request))
+    await authorize(request)
     pipeline = await get_pipeline(request)
     answer = await classify(request, pipeline, query_value(request, "top_k", _TOP_K))
     return json_answer(answer)
