@@ -2,7 +2,8 @@
 
 Memory comes from /proc (Linux): the resident set of the process and its children, sampled
 while the load runs, and each process's own high-water mark (VmHWM) read before it exits,
-so a peak between two samples is not missed.
+so a peak between two samples is not missed. Each page is counted once as far as /proc can
+tell (``tree_memory_bytes``): a forked child's pages shared with its parent are not counted again.
 """
 
 from __future__ import annotations
@@ -88,18 +89,38 @@ def main_thread_system_seconds(pid: int) -> float:
     return _user_system_ticks(Path(f"/proc/{pid}/task/{pid}/stat"))[1] / CLOCK_TICKS
 
 
-def tree_rss_bytes(pid: int) -> int:
-    return sum(_status_kb(p, "VmRSS") for p in process_tree(pid)) * 1024
+def _shared_kb(pid: int) -> int:
+    """The part of the process's resident set it shares with other processes now: its RSS less
+    its proportional share of it (``Pss`` counts a page mapped by n processes as 1/n)."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    pss = next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
+    return max(0, _status_kb(pid, "VmRSS") - pss)
 
 
-def tree_hwm_bytes(pid: int) -> int:
-    """Sum of each process's own peak RSS: an upper bound on the tree's peak."""
-    return sum(_status_kb(p, "VmHWM") for p in process_tree(pid)) * 1024
+def tree_memory_bytes(pid: int, key: str = "VmRSS") -> int:
+    """The process tree's resident memory now (``VmRSS``) or at its peak (``VmHWM``), each page
+    once as far as /proc tells: the process's own figure, plus each descendant's less what that
+    descendant shares with the others now. A summed ``VmHWM`` counts the pages the forked decode
+    workers share with their forkserver once per process: after b0 phone c64, 538 MB summed, of
+    which the two workers, the forkserver and the resource tracker 134 MB; 455 MB counted once.
+
+    The top process is counted whole: reading its proportional share walks its page tables (4.8
+    ms for 400 MB), too costly to sample every 50 ms beside a benchmark. That is exact for the
+    service, whose forkserver and resource tracker are fresh interpreters sharing only read-only
+    files with it; a child forked from the top process itself would count its share twice."""
+    top, *descendants = process_tree(pid)
+    kb = _status_kb(top, key)
+    kb += sum(max(0, _status_kb(p, key) - _shared_kb(p)) for p in descendants)
+    return kb * 1024
 
 
 @dataclass
 class RssSampler:
-    """Samples the process tree's RSS in a background thread until stopped."""
+    """Samples the process tree's memory (``tree_memory_bytes``) in a background thread until
+    stopped."""
 
     pid: int
     interval_s: float = 0.05
@@ -119,7 +140,7 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.pid))
+            self.peak_bytes = max(self.peak_bytes, tree_memory_bytes(self.pid))
 
 
 @dataclass

@@ -18,8 +18,9 @@ PHONE_LEVELS: tuple[int, ...] = (16, 64)
 # at every loaded level (web and phone photos), and the latency one request adds at c1.
 LIMIT_FRACTION = 0.9
 C1_ADDED_MS = 2.0
-# Peak RSS of b0 under load (web and phone photos, the process tree's VmHWM): a bound well under
-# the 2 GiB the Kubernetes deployment requests, so a leak or a lost bound shows.
+# Peak memory of b0 under load (web and phone photos; the process tree's VmHWM with each page
+# counted once, benchmarks/procs.py): a bound well under the 2 GiB the Kubernetes deployment
+# requests, so a leak or a lost bound shows.
 PEAK_RSS_MB = 512.0
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

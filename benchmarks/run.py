@@ -30,7 +30,7 @@ from benchmarks.procs import (
     python_argv,
     start_server,
     tree_cpu_seconds,
-    tree_hwm_bytes,
+    tree_memory_bytes,
 )
 from benchmarks.report import (
     CONCURRENCY_LEVELS,
@@ -180,7 +180,7 @@ def load_server(
         served = figures.get("count", 0) + figures.get("warmup", 0)
         server_cpu_s = tree_cpu_seconds(server.process.pid) - cpu_before
         figures["server_cpu_ms_per_request"] = 1e3 * server_cpu_s / max(served, 1)
-        peak = max(sampler.peak_bytes, tree_hwm_bytes(server.process.pid))
+        peak = max(sampler.peak_bytes, tree_memory_bytes(server.process.pid, "VmHWM"))
         figures["peak_rss_mb"] = peak / MB  # includes VmHWM: the process's peak so far
         figures["rss_mb_during"] = sampler.peak_bytes / MB  # sampled during this level only
         out[f"{workload} c{level}"] = figures

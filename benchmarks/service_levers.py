@@ -11,11 +11,12 @@ rounds so that load from elsewhere on the machine hits every configuration alike
 
 Prints a markdown table of the median round per configuration: images/s per level, c16's ratio
 to the first configuration, c1's median and c16's 99th-percentile latency, refused or failed
-requests, and peak RSS (the kernel's VmHWM of the process tree) after the web levels and after
-the phone level. ``--service-env`` sets a base every configuration starts from (say, earlier
-defaults); a configuration's own settings win over it. ``--checkout NAME=DIR`` adds a
-configuration that runs the service with its defaults from another checkout of this repository
-(a worktree of an earlier commit, say), so two versions of the code are measured side by side.
+requests, and peak memory (the kernel's VmHWM of the process tree, each page once) after the
+web levels and after the phone level. ``--service-env`` sets a base every configuration starts
+from (say, earlier defaults); a configuration's own settings win over it. ``--checkout NAME=DIR``
+adds a configuration that runs the service with its defaults from another checkout of this
+repository (a worktree of an earlier commit, say), so two versions of the code are measured side
+by side.
 The server's CPU per image (its process tree's CPU time over the images it answered) is shown
 for the concurrency 16 level.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
-from benchmarks.procs import Server, free_port, start_server, tree_cpu_seconds, tree_hwm_bytes
+from benchmarks.procs import Server, free_port, start_server, tree_cpu_seconds, tree_memory_bytes
 from benchmarks.report import save_table
 from benchmarks.run import FULL, Counts, run_level, service_env
 
@@ -148,12 +149,12 @@ def _load(server: Server, plan: Plan) -> dict[str, float]:
         figures[f"c{level} p50 ms"] = result.get("p50_ms", 0.0)
         figures[f"c{level} p99 ms"] = result.get("p99_ms", 0.0)
         figures["errors"] += int(result.get("errors", 0))
-    figures["web peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
+    figures["web peak MB"] = tree_memory_bytes(server.process.pid, "VmHWM") / MiB
     if plan.phone:
         result = run_level(server, plan.phone, 16, plan.counts)
         figures["phone c16"] = result.get("throughput", 0.0)
         figures["errors"] += int(result.get("errors", 0))
-        figures["peak MB"] = tree_hwm_bytes(server.process.pid) / MiB
+        figures["peak MB"] = tree_memory_bytes(server.process.pid, "VmHWM") / MiB
     return figures
 
 

@@ -38,7 +38,7 @@ from benchmarks.peers.catalog import (
 )
 from benchmarks.peers.report import Measured, render, targets
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
-from benchmarks.procs import RssSampler, tree_cpu_seconds, tree_hwm_bytes
+from benchmarks.procs import RssSampler, tree_cpu_seconds, tree_memory_bytes
 from benchmarks.report import CONCURRENCY_LEVELS, HEADLINE_CONCURRENCY
 from benchmarks.run import _key_value, best_of
 from model_contract import Preprocessing
@@ -114,7 +114,9 @@ def measure(
     cpu_s = tree_cpu_seconds(server.process.pid) - cpu_before
     figures["server_cpu_ms_per_request"] = 1e3 * cpu_s / max(served, 1)
     figures["rss_mb_during"] = sampler.peak_bytes / MB
-    figures["peak_rss_mb"] = max(sampler.peak_bytes, tree_hwm_bytes(server.process.pid)) / MB
+    figures["peak_rss_mb"] = (
+        max(sampler.peak_bytes, tree_memory_bytes(server.process.pid, "VmHWM")) / MB
+    )
     return figures
 
 
