@@ -119,16 +119,23 @@ def tree_memory_bytes(pid: int, key: str = "VmRSS") -> int:
 
 @dataclass
 class RssSampler:
-    """Samples the process tree's memory (``tree_memory_bytes``) in a background thread until
-    stopped."""
+    """Samples the process tree's resident memory in a background thread until stopped, each page
+    once (``tree_memory_bytes``): the samples sum VmRSS of the processes there at the start, and
+    what the descendants share is taken off once, at the end. Sampling costs the machine the
+    benchmark measures, and only while the service is loaded: reading the descendants'
+    ``smaps_rollup`` took 2.6 ms of CPU per sample of b0's tree, the resident sizes alone ~0.4 ms
+    with the thread's wake-up (~0.1 ms here). Four samples a second keep that to 0.2 % of the
+    two cores; the peak between samples is the kernel's (VmHWM, ``tree_memory_bytes``)."""
 
     pid: int
-    interval_s: float = 0.05
+    interval_s: float = 0.25
     peak_bytes: int = 0
+    _pids: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> RssSampler:
+        self._pids = process_tree(self.pid)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -137,10 +144,20 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        shared = sum(_shared_kb(p) for p in self._pids[1:]) * 1024
+        self.peak_bytes = max(0, self.peak_bytes - shared)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak_bytes = max(self.peak_bytes, tree_memory_bytes(self.pid))
+            self.peak_bytes = max(self.peak_bytes, sum(map(_resident_bytes, self._pids)))
+
+
+def _resident_bytes(pid: int) -> int:
+    """VmRSS from ``statm`` (its second field, in pages): the cheapest read of it /proc has."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 @dataclass

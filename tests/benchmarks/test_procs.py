@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
-from benchmarks.procs import _status_kb, process_tree, tree_memory_bytes
+from benchmarks.procs import RssSampler, _status_kb, process_tree, tree_memory_bytes
 
 MiB = 1 << 20
 
@@ -43,6 +44,9 @@ def test_pages_a_worker_shares_with_its_forkserver_count_once() -> None:
         assert 64 * MiB + 32 * MiB <= once < 2 * 64 * MiB + 32 * MiB  # the worker's own counted
         assert summed - once > 50 * MiB  # the shared 64 MiB was in both summed figures
         assert tree_memory_bytes(tree.pid, "VmHWM") >= once
+        with RssSampler(tree.pid, interval_s=0.05) as sampler:
+            time.sleep(0.3)
+        assert abs(sampler.peak_bytes - once) < 8 * MiB  # sampled, the same measure
     finally:
         for pid in reversed(process_tree(tree.pid)):
             os.kill(pid, signal.SIGKILL)
