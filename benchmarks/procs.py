@@ -3,7 +3,8 @@
 Memory comes from /proc (Linux): the resident set of the process and its children, sampled
 while the load runs, and each process's own high-water mark (VmHWM) read before it exits,
 so a peak between two samples is not missed. Each page is counted once as far as /proc can
-tell (``tree_memory_bytes``): a forked child's pages shared with its parent are not counted again.
+tell (``tree_memory_bytes``): a decode worker's pages shared with its forkserver are not counted
+again.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def tree_memory_bytes(pid: int, key: str = "VmRSS") -> int:
     workers share with their forkserver once per process: after b0 phone c64, 538 MB summed, of
     which the two workers, the forkserver and the resource tracker 134 MB; 455 MB counted once.
 
-    The top process is counted whole: reading its proportional share walks its page tables (4.8
-    ms for 400 MB), too costly to sample every 50 ms beside a benchmark. That is exact for the
+    The top process is counted whole, its peak the kernel's: reading its proportional share walks
+    its page tables (4.8 ms for 400 MB), too costly beside a benchmark. That is exact for the
     service, whose forkserver and resource tracker are fresh interpreters sharing only read-only
     files with it; a child forked from the top process itself would count its share twice."""
     top, *descendants = process_tree(pid)

@@ -3,6 +3,7 @@ forkserver are not counted again, and what the worker allocates itself is."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,5 +50,6 @@ def test_pages_a_worker_shares_with_its_forkserver_count_once() -> None:
         assert abs(sampler.peak_bytes - once) < 8 * MiB  # sampled, the same measure
     finally:
         for pid in reversed(process_tree(tree.pid)):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         tree.wait()
