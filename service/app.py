@@ -19,7 +19,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import __version__
-from service.api.direct import DirectDispatch, direct_routes
 from service.api.errors import install_handlers
 from service.api.openapi import describe, route_paths
 from service.api.routes import classify, health, metadata, page
@@ -81,11 +80,9 @@ def create_app(settings: Settings | None = None, *, session: ModelSession | None
     app.state.metrics = Metrics()
     app.state.preloaded_session = session
     install_handlers(app)
-    routers = [module.router for module in (health, classify, metadata, oip, repository, page)]
-    for router in routers:
-        app.include_router(router)
-    # Added first = innermost, right around FastAPI's exception handling and router.
-    app.add_middleware(DirectDispatch, routes=direct_routes(routers))
+    routers = (health, classify, metadata, oip, repository, page)
+    for module in routers:
+        app.include_router(module.router)
     # Added last = outermost: metrics see the body limiter's 413s too.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -3,9 +3,7 @@ answered by FastAPI's own dependency solver: the same requests get the same answ
 
 The FastAPI twin is the same app with ``DirectRoute`` handing its requests back to
 ``APIRoute``'s handler, so the declaration (router dependencies, ``ReadyPipeline``, ``TopK``,
-the response model) is what decides there, and the direct handler's reading of it here. The
-direct handler is reached two ways, both compared with the twin: through ``DirectDispatch``
-(how the service answers) and through the router (a request under a root path).
+the response model) is what decides there, and the direct handler's reading of it here.
 """
 
 from __future__ import annotations
@@ -20,10 +18,8 @@ import pytest
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
-from starlette.routing import Router
 
-import service.app
-from service.api.direct import DirectDispatch, DirectRoute, direct, direct_routes
+from service.api.direct import DirectRoute, direct
 from service.api.routes import classify
 from service.app import create_app
 from tests.service.service_helpers import settings_for
@@ -32,22 +28,16 @@ KEY = "s3cret-key"
 JPEG = {"content-type": "image/jpeg"}
 
 
-FASTAPI, ROUTER, DISPATCH = "FastAPI resolves", "the router", "DirectDispatch"
-
-
 @asynccontextmanager
-async def _client(model: Path, way: str = DISPATCH) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(model: Path, *, fastapi_resolves: bool) -> AsyncIterator[httpx.AsyncClient]:
     with pytest.MonkeyPatch.context() as patch:
-        if way == FASTAPI:
+        if fastapi_resolves:
             patch.setattr(DirectRoute, "get_route_handler", APIRoute.get_route_handler)
-            patch.setattr(service.app, "direct_routes", lambda routers: [])
         app = create_app(settings_for(model, api_key=KEY))
-        # Under a root path, DirectDispatch leaves the request to the router.
-        root = "/under" if way == ROUTER else ""
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, root_path=root)
-            async with httpx.AsyncClient(transport=transport, base_url=f"http://s{root}") as c:
-                yield c
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
+                yield client
 
 
 # Each rule the declaration states, and requests that pass it.
@@ -93,51 +83,17 @@ async def test_direct_answers_as_fastapi_would(
     lite0_onnx: Path, photo_bytes: dict[str, bytes]
 ) -> None:
     cases = _cases(photo_bytes["chelsea"])
-    answers: dict[str, list[tuple[int, str, Any]]] = {}
-    for way in (FASTAPI, ROUTER, DISPATCH):
-        async with _client(lite0_onnx, way) as client:
-            answers[way] = [
-                _comparable(await client.post("classify" + query, headers=headers, content=body))
+    answers: dict[bool, list[tuple[int, str, Any]]] = {}
+    for fastapi_resolves in (True, False):
+        async with _client(lite0_onnx, fastapi_resolves=fastapi_resolves) as client:
+            answers[fastapi_resolves] = [
+                _comparable(await client.post("/classify" + query, headers=headers, content=body))
                 for query, headers, body in cases
             ]
-    for way in (ROUTER, DISPATCH):
-        for case, answered, declared in zip(cases, answers[way], answers[FASTAPI], strict=True):
-            assert answered == declared, (way, *case[:2])
-    statuses = {status for status, _, _ in answers[DISPATCH]}
+    for case, answered, declared in zip(cases, answers[False], answers[True], strict=True):
+        assert answered == declared, case[:2]
+    statuses = {status for status, _, _ in answers[False]}
     assert statuses == {200, 400, 401, 415, 422}, "the cases reach every rule"
-
-
-async def test_dispatch_answers_without_the_router(
-    lite0_onnx: Path, photo_bytes: dict[str, bytes]
-) -> None:
-    """POST /classify never reaches the router; every other request (GET /classify too) does,
-    and the request metrics still name the route."""
-    routed: list[str] = []
-    route_request = Router.__call__
-
-    async def counting(self: Router, scope: Any, receive: Any, send: Any) -> None:
-        routed.append(f"{scope['method']} {scope['path']}")
-        await route_request(self, scope, receive, send)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Router, "__call__", counting)
-        async with _client(lite0_onnx) as client:
-            auth = {"authorization": f"Bearer {KEY}"}
-            image = photo_bytes["chelsea"]
-            answer = await client.post("/classify", headers={**JPEG, **auth}, content=image)
-            assert answer.status_code == 200, answer.text
-            assert (await client.get("/classify", headers=auth)).status_code == 405
-            assert (await client.get("/healthz")).status_code == 200
-            metrics = (await client.get("/metrics", headers=auth)).text
-    assert routed == ["GET /classify", "GET /healthz", "GET /metrics"]
-    assert 'efficientnet_requests_total{route="/classify",status="200"} 1.0' in metrics
-
-
-def test_dispatch_sits_right_around_the_exception_handlers() -> None:
-    """Anywhere else it would skip the app's error handling, or its own would not be FastAPI's
-    around the router: refused when the stack is built."""
-    with pytest.raises(TypeError, match="innermost middleware"):
-        DirectDispatch(Router(), routes=direct_routes([classify.router]))
 
 
 def test_classify_is_answered_directly(lite0_onnx: Path) -> None:
