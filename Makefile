@@ -165,7 +165,7 @@ ci: lint test ## what .ci/run does
 soak: $(STAMP_TEST) $(MODEL_DIR)/efficientnet_lite0.onnx ## a 5-minute soak of a real server
 	$(BIN)/python tools/soak.py --model $(MODEL_DIR)/efficientnet_lite0.onnx $(SOAK_ARGS)
 
-bench: $(STAMP_TEST) ## the benchmarks (11–15 min); writes artifacts/bench-*.{md,json}
+bench: $(STAMP_TEST) ## the benchmarks (11–20 min); writes artifacts/bench-*.{md,json}
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean-models: ## delete exported graphs
