@@ -12,6 +12,10 @@ request, for:
 - a web photo (640x480) and a phone photo (4032x3024, ~2 MB), as multipart and as the raw body:
   plus reading the body.
 
+Beside the service, every kind also goes to ``uvicorn alone`` (``benchmarks/bare_server.py``):
+the same event loop and HTTP parser around an app that only reads the body and answers a fixed
+JSON. Its row is the floor: what a request costs the loop before any of the service's code runs.
+
     python -m benchmarks.loop_cost [--variant b0] [--rounds 5] [--checkout NAME=DIR ...]
 
 Each round runs every kind once on each server (this checkout's, and any ``--checkout``), so
@@ -47,6 +51,7 @@ from benchmarks.run import service_env
 from benchmarks.service_levers import add_server_options, checkout_config, key_values
 
 TINY_SIZE = (32, 24)
+FLOOR = "uvicorn alone"
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,12 @@ def _start(
     return start_server(name, list(command), port, environment, args.out_dir / "loop-cost.log")
 
 
+def _start_floor(args: argparse.Namespace) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.bare_server", "--port", str(port)]
+    return start_server(FLOOR, command, port, {}, args.out_dir / "loop-cost-floor.log", "/healthz")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     model = ensure_model(args.variant, DEFAULT_WEIGHTS.get(args.variant, "random"), args.models_dir)
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         config = checkout_config(Path(directory))
         checkouts[name], env[name] = config.command, config.env
     servers = {name: _start(name, cmd, env[name], args, model) for name, cmd in checkouts.items()}
+    servers[FLOOR] = _start_floor(args)
     samples: dict[tuple[str, str], list[Cost]] = {}
     try:
         for _ in range(args.rounds):
