@@ -42,6 +42,7 @@ from benchmarks.report import (
     figures_table,
     targets_table,
 )
+from benchmarks.speed_probe import SpeedProbe
 from benchmarks.stats import RunStats
 from service.config import Settings
 from service.pipeline.session import ModelSession
@@ -297,6 +298,18 @@ def top1_agreement(result: VariantResult) -> str:
     return f"- top-1 service vs torch eager: {same}/{len(shared)} photos agree ({detail})"
 
 
+def _speed_lines(cond: dict[str, str]) -> list[str]:
+    if "python_piece_us" not in cond:
+        return []
+    return [
+        f"The machine's speed during the run (benchmarks/speed_probe.py): a fixed piece of Python "
+        f"took {cond['python_piece_us']} µs of CPU (p10 / median / p90 of "
+        f"{cond['python_piece_samples']} samples, one a second); a wide spread means rounds a "
+        "minute apart ran on a differently fast machine.",
+        "",
+    ]
+
+
 def render(
     results: list[VariantResult],
     targets_md: str,
@@ -315,6 +328,7 @@ def render(
         f"Python {cond['python']}, onnxruntime {cond['onnxruntime']}, torch {cond['torch']}, "
         f"Pillow {cond['pillow']}.",
         "",
+        *_speed_lines(cond),
         f"Each figure in the tables is the best of {rounds} interleaved round(s) (both servers "
         "up, idle when not measured); every round's throughput is in the JSON. Each target "
         "compares its two sides round by round and takes the median of the rounds' ratios "
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.out_dir / "bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     results: list[VariantResult] = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, SpeedProbe() as probe:
         photos = make_photo_set(Path(tmp) / "photos")
         workloads = {
             "web": [p for p in photos if p.size == WEB_SIZE],
@@ -374,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants.split(","):
             weights = DEFAULT_WEIGHTS.get(variant, "random")
             results.append(run_variant(variant, weights, args, workloads, log_dir))
+    cond.update(probe.summary())
     targets = [t for r in results for t in evaluate(r, strict_resources=r.variant == "b0")]
     rounds = (QUICK if args.quick else FULL).rounds
     wall_s = time.perf_counter() - start

@@ -71,6 +71,9 @@ def test_quick_run_measures_everything_and_writes_the_report(
     } <= names
     md = json_path.with_suffix(".md").read_text()
     assert "#### Targets" in md and ("PASS" in md or "FAIL" in md)
+    # The machine's speed was sampled through the run (a quick run lasts well over 2 s).
+    assert int(report["conditions"]["python_piece_samples"]) >= 2
+    assert f"took {report['conditions']['python_piece_us']} µs" in md
     assert md.count("| b0 |") == len(report["targets"])
 
 
