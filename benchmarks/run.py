@@ -304,8 +304,9 @@ def _speed_lines(cond: dict[str, str]) -> list[str]:
     return [
         f"The machine's speed during the run (benchmarks/speed_probe.py): a fixed piece of Python "
         f"took {cond['python_piece_us']} µs of CPU (p10 / median / p90 of "
-        f"{cond['python_piece_samples']} samples, one a second); a wide spread means rounds a "
-        "minute apart ran on a differently fast machine.",
+        f"{cond['python_piece_samples']} samples, one a second), at least 1.5× the p10 in "
+        f"{cond['python_piece_slow_share']} of them; a wide spread means rounds a minute apart "
+        "ran on a differently fast machine.",
         "",
     ]
 

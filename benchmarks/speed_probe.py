@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 # ~1 ms of CPU a second, 0.1 % of a core.
 TIMINGS_PER_SAMPLE = 25
 INTERVAL_S = 1.0
+# A sample this many times the run's p10 counts as a slow second.
+SLOW = 1.5
 
 
 def piece_us() -> float:
@@ -52,14 +54,17 @@ class SpeedProbe:
         self.samples_us = [float(line) for line in out.split()]
 
     def summary(self) -> dict[str, str]:
-        """p10 / median / p90 of the samples, in µs; empty when there were too few."""
+        """p10 / median / p90 of the samples, in µs, and the share of them at least half as
+        slow again as the p10 (the machine's slow seconds); empty when there were too few."""
         if len(self.samples_us) < 2:
             return {}
         p10, *_, p90 = statistics.quantiles(self.samples_us, n=10)
         median = statistics.median(self.samples_us)
+        slow = sum(sample >= SLOW * p10 for sample in self.samples_us) / len(self.samples_us)
         return {
             "python_piece_us": f"{p10:.0f} / {median:.0f} / {p90:.0f}",
             "python_piece_samples": str(len(self.samples_us)),
+            "python_piece_slow_share": f"{slow:.0%}",
         }
 
 

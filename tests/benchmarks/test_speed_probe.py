@@ -21,6 +21,13 @@ def test_the_probe_samples_once_a_second_and_stops_with_the_block() -> None:
     assert p10 <= median <= p90
 
 
+def test_slow_seconds_are_counted_against_the_fast_ones() -> None:
+    # Half the samples at twice the fast ones' time: a machine at half speed half the time.
+    summary = SpeedProbe(samples_us=[30.0] * 10 + [60.0] * 10).summary()
+    assert summary["python_piece_slow_share"] == "50%"
+    assert summary["python_piece_us"].endswith("/ 60")
+
+
 def test_a_sample_is_cpu_time_of_the_piece_alone() -> None:
     # ~30-60 µs on the 2-core AMD VM: never free, and far from a millisecond-scale figure.
     assert 0 < piece_us() < 10_000
