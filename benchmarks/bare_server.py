@@ -1,7 +1,8 @@
 """The floor under the service's event loop: uvicorn with the service's own event loop and HTTP
-parser (uvloop, httptools) around an ASGI app that only reads each request's body and answers a
-fixed JSON of ``/classify``'s size. What ``loop_cost`` measures here is what a request costs the
-loop before any of the service's code runs (framework, middleware, upload parsing, pipeline).
+parser (``loop="auto"``, uvloop when installed, as the service has; httptools) around an ASGI
+app that only reads each request's body and answers a fixed JSON of ``/classify``'s size. What
+``loop_cost`` measures here is what a request costs the loop before any of the service's code
+runs (framework, middleware, upload parsing, pipeline).
 
     python -m benchmarks.bare_server --port 8000
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 # An answer the size of the service's to a top-5 /classify (~0.5 kB).
 ANSWER = json.dumps(
@@ -26,7 +27,7 @@ ANSWER = json.dumps(
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     uvicorn.run(
-        app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+        app, host=args.host, port=args.port, loop="auto", http="httptools",
         lifespan="on", log_level="warning", access_log=False,
     )  # fmt: skip
     return 0

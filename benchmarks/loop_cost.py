@@ -196,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, directory in key_values(args.checkout).items():
         config = checkout_config(Path(directory))
         checkouts[name], env[name] = config.command, config.env
-    servers = {name: _start(name, cmd, env[name], args, model) for name, cmd in checkouts.items()}
-    servers[FLOOR] = _start_floor(args)
+    servers: dict[str, Server] = {}
     samples: dict[tuple[str, str], list[Cost]] = {}
-    try:
+    try:  # a server that fails to start stops the ones already started
+        for name, command in checkouts.items():
+            servers[name] = _start(name, command, env[name], args, model)
+        servers[FLOOR] = _start_floor(args)
         for _ in range(args.rounds):
             for kind in requests:
                 for name, server in servers.items():

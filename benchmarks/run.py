@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import inprocess
+from benchmarks import inprocess, speed_probe
 from benchmarks.machine import conditions, load_average
 from benchmarks.models import DEFAULT_WEIGHTS, ensure_model
 from benchmarks.photos import PHONE_SIZE, WEB_SIZE, Photo, make_photo_set
@@ -42,7 +42,6 @@ from benchmarks.report import (
     figures_table,
     targets_table,
 )
-from benchmarks.speed_probe import SpeedProbe
 from benchmarks.stats import RunStats
 from service.config import Settings
 from service.pipeline.session import ModelSession
@@ -304,9 +303,9 @@ def _speed_lines(cond: dict[str, str]) -> list[str]:
     return [
         f"The machine's speed during the run (benchmarks/speed_probe.py): a fixed piece of Python "
         f"took {cond['python_piece_us']} µs of CPU (p10 / median / p90 of "
-        f"{cond['python_piece_samples']} samples, one a second), at least 1.5× the p10 in "
-        f"{cond['python_piece_slow_share']} of them; a wide spread means rounds a minute apart "
-        "ran on a differently fast machine.",
+        f"{cond['python_piece_samples']} samples, one every {speed_probe.INTERVAL_S:g} s), at "
+        f"least {speed_probe.SLOW:g}× the p10 in {cond['python_piece_slow_share']} of them; a "
+        "wide spread means rounds a minute apart ran on a differently fast machine.",
         "",
     ]
 
@@ -380,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.out_dir / "bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     results: list[VariantResult] = []
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, SpeedProbe() as probe:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, speed_probe.SpeedProbe() as probe:
         photos = make_photo_set(Path(tmp) / "photos")
         workloads = {
             "web": [p for p in photos if p.size == WEB_SIZE],
@@ -401,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "results": [asdict(r) for r in results],
         "targets": [{**asdict(t), "passed": t.passed} for t in targets],
+        "speed_probe_us": probe.samples_us,
     }
     md_path.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     print(md)

@@ -16,6 +16,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Each sample is the median of this many timings of the piece (~30 µs each on the AMD VM):
 # ~1 ms of CPU a second, 0.1 % of a core.
@@ -40,25 +43,30 @@ class SpeedProbe:
     """``with SpeedProbe() as probe:`` samples during the block; ``probe.summary()`` after."""
 
     samples_us: list[float] = field(default_factory=list)
-    _process: subprocess.Popen[str] | None = None
+    process: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> SpeedProbe:
         command = [sys.executable, "-m", "benchmarks.speed_probe"]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        # From the repository's root, where ``benchmarks`` is importable, whatever the caller's
+        # working directory.
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._process is not None
-        self._process.terminate()
-        out, _ = self._process.communicate()
+        assert self.process is not None
+        # Killed, not asked: a SIGTERM the caller ignores is ignored by the child too, and each
+        # sample is already flushed, so nothing is lost.
+        self.process.kill()
+        out, _ = self.process.communicate()
         self.samples_us = [float(line) for line in out.split()]
 
     def summary(self) -> dict[str, str]:
-        """p10 / median / p90 of the samples, in µs, and the share of them at least half as
-        slow again as the p10 (the machine's slow seconds); empty when there were too few."""
+        """p10 / median / p90 of the samples, in µs, and the share of them at ``SLOW`` × the
+        p10 or more (the machine's slow seconds); empty when there were too few."""
         if len(self.samples_us) < 2:
             return {}
-        p10, *_, p90 = statistics.quantiles(self.samples_us, n=10)
+        # Inclusive: the deciles stay within the samples however few there are.
+        p10, *_, p90 = statistics.quantiles(self.samples_us, n=10, method="inclusive")
         median = statistics.median(self.samples_us)
         slow = sum(sample >= SLOW * p10 for sample in self.samples_us) / len(self.samples_us)
         return {

@@ -40,8 +40,9 @@ def test_every_kind_of_request_is_measured_on_each_server(
     }
     servers = ("this checkout", "checkout", "uvicorn alone")
     assert set(measured) == {(k, s) for k in KINDS for s in servers}
-    for (kind, _), (loop_ms, _kernel_ms, _server_ms, p50_ms) in measured.items():
-        assert loop_ms > 0 and p50_ms > 0, kind
+    for (kind, server), (loop_ms, _kernel_ms, _server_ms, p50_ms) in measured.items():
+        # The floor's p50 can print as 0.0 on a fast machine (0.2-0.3 ms here).
+        assert loop_ms > 0 and (p50_ms > 0 or server == "uvicorn alone"), kind
     for server in ("this checkout", "checkout"):
         # Reading a 2 MB body costs the loop more than a GET with none: the figures are the
         # loop thread's own, per request.

@@ -8,10 +8,17 @@ import time
 from benchmarks.speed_probe import SpeedProbe, piece_us
 
 
+def test_two_samples_give_deciles_within_them() -> None:
+    # Few samples: the deciles are not extrapolated past the samples' own range.
+    summary = SpeedProbe(samples_us=[30.0, 80.0]).summary()
+    p10, _, p90 = (float(x) for x in summary["python_piece_us"].split(" / "))
+    assert 30 <= p10 <= p90 <= 80
+
+
 def test_the_probe_samples_once_a_second_and_stops_with_the_block() -> None:
     with SpeedProbe() as probe:
         time.sleep(3.5)
-        process = probe._process
+        process = probe.process
     assert process is not None and process.returncode is not None  # stopped, not left behind
     # A sample as soon as the interpreter is up, then one a second: 4 in 3.5 s at most, and at
     # least 2 even when its start takes a second and a half on a loaded 2-core machine.
