@@ -22,6 +22,9 @@ from pathlib import Path
 import httpx
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+# The repository's root: the working directory ``-m benchmarks.*`` and ``-m model_export``
+# children import from.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

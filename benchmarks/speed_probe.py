@@ -16,9 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.procs import ROOT
 
 # Each sample is the median of this many timings of the piece (~30 µs each on the AMD VM):
 # ~1 ms of CPU a second, 0.1 % of a core.

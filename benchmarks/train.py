@@ -25,10 +25,9 @@ import httpx
 
 from benchmarks.digits import write_digits
 from benchmarks.machine import conditions
-from benchmarks.procs import free_port, python_argv, start_server
+from benchmarks.procs import ROOT, free_port, python_argv, start_server
 from benchmarks.report import fmt
 
-ROOT = Path(__file__).resolve().parents[1]
 NAME = "digits"
 
 
